@@ -1,0 +1,1 @@
+"""Default model bundles (``*.pt``) shipped with IterMask; see MODEL_CARD.md beside them."""

@@ -1,0 +1,164 @@
+"""Model bundles: one ``.pt`` file holding JSON metadata and tensors only, loaded with ``weights_only=True``.
+
+Layout of the file (a plain ``torch.save`` of a dict, so loading runs no code)::
+
+    {"itermask_bundle": "<JSON metadata>", "weights": {"<network>.<parameter>": tensor, ...}}
+
+The metadata records everything needed to reproduce a result: architecture, dims, modality, model grid and spacing,
+normalisation, frequency radius, policy settings, calibration (τ, segmentation threshold), training provenance.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ItermaskError
+from .networks import UNet
+
+FORMAT_VERSION = 1
+MODALITIES = ("FLAIR", "T1", "T1CE", "T2")
+BUNDLE_SUFFIX = ".pt"
+_REQUIRED = ("name", "modality", "dims", "networks", "architecture", "grid", "normalisation", "frequency", "policy",
+             "calibration")
+
+
+class ModelBundle:
+    """Metadata plus the reconstruction network(s) of one trained model.
+
+    ``networks`` maps a role to a UNet: 2D IterMask² bundles have ``"first"`` (input ``x_f`` only, used on the fully
+    masked first iteration) and ``"masked"`` (input ``[x̂, x_f]``); IterMask3D bundles have ``"unified"``.
+    """
+
+    def __init__(self, metadata: dict, networks: dict[str, UNet]):
+        self.metadata = metadata
+        self.networks = networks
+
+    name = property(lambda self: self.metadata["name"])
+    modality = property(lambda self: self.metadata["modality"])
+    dims = property(lambda self: int(self.metadata["dims"]))
+    calibration = property(lambda self: self.metadata["calibration"])
+
+    @classmethod
+    def create(cls, metadata: dict) -> "ModelBundle":
+        """Fresh (untrained) networks as ``metadata["architecture"]`` describes them."""
+        _check_metadata(metadata, "metadata")
+        arch = metadata["architecture"]
+        inputs = {"first": 1, "masked": 2, "unified": 2}
+        networks = {role: UNet(inputs[role], tuple(arch["channels"]), int(metadata["dims"]))
+                    for role in metadata["networks"]}
+        return cls(metadata, networks)
+
+    def to(self, device: torch.device | str) -> "ModelBundle":
+        for net in self.networks.values():
+            net.to(device)
+        return self
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the bundle atomically (a reader never sees half a file)."""
+        path = Path(path)
+        weights = {f"{role}.{k}": v.detach().cpu().contiguous()
+                   for role, net in self.networks.items() for k, v in net.state_dict().items()}
+        meta = dict(self.metadata, format="itermask-bundle", format_version=FORMAT_VERSION)
+        tmp = path.with_name(path.name + ".partial")
+        torch.save({"itermask_bundle": json.dumps(meta, indent=1), "weights": weights}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ModelBundle":
+        """Read and check a bundle file; any problem is an :class:`ItermaskError` naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ItermaskError(f"model file not found: {path}")
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt, truncated or code-carrying files
+            raise ItermaskError(f"{path} is not a readable IterMask model bundle ({type(exc).__name__})") from None
+        if not isinstance(raw, dict) or "itermask_bundle" not in raw or "weights" not in raw:
+            raise ItermaskError(f"{path} is not an IterMask model bundle (no IterMask metadata in it)")
+        try:
+            metadata = json.loads(raw["itermask_bundle"])
+        except (TypeError, ValueError):
+            raise ItermaskError(f"{path}: the bundle metadata is not valid JSON") from None
+        if metadata.get("format_version", 0) > FORMAT_VERSION:
+            raise ItermaskError(f"{path} needs a newer IterMask (bundle format {metadata['format_version']})")
+        _check_metadata(metadata, str(path))
+        bundle = cls.create(metadata)
+        for role, net in bundle.networks.items():
+            prefix = role + "."
+            state = {k[len(prefix):]: v for k, v in raw["weights"].items() if k.startswith(prefix)}
+            try:
+                net.load_state_dict(state)
+            except RuntimeError:
+                raise ItermaskError(f"{path}: the weights of network '{role}' do not match its architecture") from None
+            net.eval()
+        return bundle
+
+
+def _check_metadata(metadata: dict, where: str) -> None:
+    missing = [k for k in _REQUIRED if k not in metadata]
+    if missing:
+        raise ItermaskError(f"{where}: bundle metadata lacks {', '.join(missing)}")
+    if metadata["modality"] not in MODALITIES:
+        raise ItermaskError(f"{where}: unknown modality {metadata['modality']!r}")
+    expected = {2: {"first", "masked"}, 3: {"unified"}}.get(int(metadata["dims"]))
+    if expected is None or set(metadata["networks"]) != expected:
+        raise ItermaskError(f"{where}: dims {metadata['dims']} with networks {metadata['networks']} is not a known layout")
+
+
+def model_directories() -> list[Path]:
+    """Where bundled and user models are looked up, first match wins.
+
+    ``$ITERMASK_MODEL_PATH`` (os.pathsep-separated), then the module's ``Resources/Models`` (Slicer and source
+    checkouts), then the installed ``itermask_models`` package (``pip install``).
+    """
+    dirs = [Path(p) for p in os.environ.get("ITERMASK_MODEL_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "Resources" / "Models")
+    try:
+        import itermask_models
+
+        dirs.append(Path(itermask_models.__file__).parent)
+    except ImportError:
+        pass
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_models() -> dict[str, Path]:
+    """Bundled model names (file stems) → files."""
+    found: dict[str, Path] = {}
+    for directory in model_directories():
+        for file in sorted(directory.glob("*" + BUNDLE_SUFFIX)):
+            found.setdefault(file.stem, file)
+    return found
+
+
+def load_model(name_or_path: str | os.PathLike) -> ModelBundle:
+    """Load a bundled model by name (see ``itermask models``) or a bundle file by path."""
+    models = available_models()
+    if str(name_or_path) in models:
+        return ModelBundle.load(models[str(name_or_path)])
+    path = Path(name_or_path)
+    if path.suffix == BUNDLE_SUFFIX or path.exists():
+        return ModelBundle.load(path)
+    known = ", ".join(sorted(models)) or "none installed"
+    raise ItermaskError(f"unknown model {str(name_or_path)!r} (available: {known})")
+
+
+def default_model_name(modality: str, dims: int = 2) -> str:
+    """The bundled model for a modality: ``<modality>-<dims>d`` in lower case, e.g. ``flair-2d``."""
+    modality = check_modality(modality)
+    name = f"{modality.lower()}-{dims}d"
+    if name not in available_models():
+        have = ", ".join(sorted(available_models())) or "none installed"
+        raise ItermaskError(f"no bundled {dims}D model for modality {modality} (available: {have}); pass --model")
+    return name
+
+
+def check_modality(modality: str) -> str:
+    upper = str(modality).upper()
+    if upper not in MODALITIES:
+        raise ItermaskError(f"unknown modality {modality!r} (choose from {', '.join(MODALITIES)})")
+    return upper

@@ -1,0 +1,158 @@
+"""The ``itermask`` command line (ARCHITECTURE.md's contract). Training adds its commands through the
+``itermask.commands`` entry-point group, so the core never imports the training package."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .bundle import MODALITIES, ModelBundle, available_models, check_modality, default_model_name, load_model
+from .errors import ItermaskError
+from .policies import POLICIES
+from .session import Session
+
+
+def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_mask: Path | None,
+                 policy: str, seed: int, device: str) -> Path:
+    """Segment one file into ``out_root/<stem>/``; the folder appears complete or not at all."""
+    from .figures import save_iteration_figure
+    from .io import read_volume, scan_stem, write_nifti
+
+    start = time.perf_counter()
+    image, affine = read_volume(input_path)
+    brain = read_volume(brain_mask)[0] if brain_mask else None
+    session = Session(bundle, image, affine, brain, policy=policy, seed=seed, device=device)
+    result = session.run()
+    out_root.mkdir(parents=True, exist_ok=True)
+    final = out_root / scan_stem(input_path)
+    partial = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=out_root))
+    partial.chmod(0o755)  # mkdtemp makes it private; results are ordinary files
+    try:
+        write_nifti(partial / "mask.nii.gz", result.mask.astype(np.uint8), affine)
+        write_nifti(partial / "anomaly_map.nii.gz", result.anomaly_map.astype(np.float32), affine)
+        save_iteration_figure(session, partial / "iterations.png")
+        report = {
+            "itermask_version": __version__, "input": str(input_path), "brain_mask": str(brain_mask or ""),
+            "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims, "policy": policy, "seed": seed,
+            "device": str(session.device), "tau": session.tau, "tau_stop": result.policy.get("tau_stop", session.tau),
+            "policy_details": result.policy, "threshold": result.threshold, "converged": result.converged, "iterations": result.iterations,
+            "scan_score": result.scan_score, "calibration": bundle.calibration,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        (partial / "report.json").write_text(json.dumps(report, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final
+
+
+def _choose_model(args) -> ModelBundle:
+    if args.model:
+        bundle = load_model(args.model)
+        if args.modality and check_modality(args.modality) != bundle.modality:
+            raise ItermaskError(f"model {bundle.name} is for {bundle.modality}, not {check_modality(args.modality)}")
+        return bundle
+    return load_model(default_model_name(args.modality or "FLAIR"))
+
+
+def _cmd_segment(args) -> int:
+    masks = args.brain_mask or []
+    if len(masks) not in (0, 1, len(args.inputs)):
+        raise ItermaskError(f"give one --brain-mask for all inputs or one per input ({len(args.inputs)})")
+    bundle = _choose_model(args)
+    failures = 0
+    for i, path in enumerate(args.inputs):
+        mask = masks[i] if len(masks) == len(args.inputs) else (masks[0] if masks else None)
+        try:
+            out = segment_file(Path(path), Path(args.output), bundle, Path(mask) if mask else None,
+                               args.policy, args.seed, args.device)
+            print(f"{path}: wrote {out}")
+        except ItermaskError as exc:
+            failures += 1
+            print(f"itermask: error: {path}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_models(args) -> int:
+    models = available_models()
+    if not models:
+        print("no model bundles installed")
+        return 0
+    print(f"{'name':<14}{'modality':<10}{'dims':<6}{'policy':<11}training data")
+    for name, path in models.items():
+        try:
+            meta = ModelBundle.load(path).metadata
+        except ItermaskError as exc:
+            print(f"{name:<14}unreadable: {exc}")
+            continue
+        data = ", ".join(Path(p).parent.name or Path(p).name for p in meta.get("training", {}).get("data", []))
+        print(f"{name:<14}{meta['modality']:<10}{meta['dims']:<6}{meta['policy']['default']:<11}{data}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .example import write_example
+
+    out = Path(args.output)
+    scan, brain = write_example(out / "inputs")
+    bundle = load_model(default_model_name("FLAIR"))
+    result_dir = segment_file(scan, out, bundle, brain, "itermask2", args.seed, args.device)
+    print(f"example scan: {scan}\nresults: {result_dir} (look at iterations.png first)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="itermask", description="Unsupervised brain-lesion segmentation (IterMask).")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment scans; writes OUTDIR/<name>/{mask,anomaly_map}.nii.gz, report.json")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT", help=".nii, .nii.gz or .nrrd scans")
+    seg.add_argument("-o", "--output", default=".", metavar="OUTDIR")
+    seg.add_argument("--brain-mask", action="append", metavar="MASK", help="once for all inputs, or once per input")
+    seg.add_argument("--modality", type=str.upper, metavar="|".join(MODALITIES))
+    seg.add_argument("--model", metavar="NAME_OR_PATH")
+    seg.add_argument("--policy", default="itermask2", choices=list(POLICIES))
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    seg.set_defaults(func=_cmd_segment)
+
+    sub.add_parser("models", help="list the available model bundles").set_defaults(func=_cmd_models)
+
+    demo = sub.add_parser("demo", help="segment a built-in example (MNI152-based FLAIR-like scan with a lesion)")
+    demo.add_argument("-o", "--output", default="itermask-demo", metavar="OUTDIR")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    demo.set_defaults(func=_cmd_demo)
+
+    for ep in entry_points(group="itermask.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ItermaskError as exc:
+        print(f"itermask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("itermask: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

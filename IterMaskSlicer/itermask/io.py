@@ -1,0 +1,71 @@
+"""Reading and writing scans on disk (NIfTI through nibabel, NRRD through pynrrd); used by the CLI and training.
+
+Arrays come back in (i, j, k) index order with a 4×4 voxel → RAS mm affine, which is what the core expects.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ItermaskError
+
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def scan_stem(path: str | os.PathLike) -> str:
+    """File name without its image suffix: ``case01.nii.gz`` → ``case01``."""
+    name = Path(path).name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(array, affine) of an image file; a one-line :class:`ItermaskError` if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ItermaskError(f"file not found: {path}")
+    try:
+        if path.name.lower().endswith((".nrrd", ".nhdr")):
+            return _read_nrrd(path)
+        import nibabel as nib
+
+        image = nib.load(str(path))
+        return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+    except ItermaskError:
+        raise
+    except Exception as exc:
+        raise ItermaskError(f"cannot read {path} as an image ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+
+
+def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nrrd
+
+    data, header = nrrd.read(str(path))
+    directions = np.asarray(header.get("space directions"), dtype=np.float64)
+    directions = directions[~np.isnan(directions).any(axis=1)]  # drop a 'none' row of a non-spatial axis
+    if directions.shape != (3, 3):
+        raise ItermaskError(f"{path}: NRRD without a 3D 'space directions' field")
+    affine = np.eye(4)
+    affine[:3, :3] = directions.T
+    affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
+    space = str(header.get("space", "left-posterior-superior")).lower()
+    if space in ("left-posterior-superior", "lps"):
+        affine = _LPS_TO_RAS @ affine
+    elif space not in ("right-anterior-superior", "ras"):
+        raise ItermaskError(f"{path}: unsupported NRRD space {space!r}")
+    return data, affine
+
+
+def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:
+    """Write ``array`` with exactly ``affine`` (qform and sform both set, so every reader agrees)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    nib.save(image, str(path))

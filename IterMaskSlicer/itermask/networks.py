@@ -1,0 +1,52 @@
+"""The reconstruction network: a small UNet for 2D slices or 3D volumes.
+
+Input (N, in_channels, *spatial) with every spatial size divisible by ``2 ** (len(channels) - 1)``;
+output (N, 1, *spatial), linear (a reconstructed, normalised intensity).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _conv_block(dims: int, cin: int, cout: int) -> nn.Sequential:
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    # GroupNorm rather than BatchNorm: inference batches (one volume's slices) are unlike training batches.
+    return nn.Sequential(
+        conv(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU(),
+        conv(cout, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU(),
+    )
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections; ``channels`` lists the width of each resolution level."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...] = (16, 32, 64, 128), spatial_dims: int = 2):
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError("spatial_dims must be 2 or 3")
+        self.spatial_dims = spatial_dims
+        widths = (in_channels, *channels)
+        self.down = nn.ModuleList(_conv_block(spatial_dims, a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.up = nn.ModuleList(
+            _conv_block(spatial_dims, channels[i] + channels[i + 1], channels[i]) for i in range(len(channels) - 1)
+        )
+        self.head = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels[0], 1, 1)
+        self.levels = len(channels)
+
+    @property
+    def divisor(self) -> int:
+        """Every spatial size of the input must be a multiple of this."""
+        return 2 ** (self.levels - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
+        skips = []
+        for level, block in enumerate(self.down):
+            x = block(pool(x, 2) if level else x)
+            skips.append(x)
+        for level in reversed(range(self.levels - 1)):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.up[level](torch.cat([x, skips[level]], dim=1))
+        return self.head(x)

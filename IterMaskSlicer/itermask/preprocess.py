@@ -1,0 +1,114 @@
+"""Checking an input scan and putting it on the model grid (and results back on the input grid)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ItermaskError
+from .geometry import ModelGrid
+from .normalize import iterative_zscore
+
+# A "skull-stripped" image whose non-zero region fills nearly the whole field of view is not skull-stripped.
+_MAX_NONZERO_BRAIN_FRACTION = 0.9
+
+
+@dataclass
+class PreparedVolume:
+    """A scan on the model grid, plus what is needed to map results back onto its own grid.
+
+    ``image`` (z, y, x) float32, normalised, zero outside ``brain`` (z, y, x) bool.
+    """
+
+    image: torch.Tensor
+    brain: torch.Tensor
+    grid: ModelGrid
+    input_affine: np.ndarray
+    input_brain: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.input_brain.shape
+
+    def map_to_input(self, volume: torch.Tensor) -> np.ndarray:
+        """A model-grid map → float32 array on the input grid (trilinear), zero outside the input brain."""
+        out = self.grid.to_input(volume, self.input_affine, self.input_shape).numpy()
+        return np.where(self.input_brain, out, 0).astype(np.float32)
+
+    def mask_to_input(self, mask: torch.Tensor) -> np.ndarray:
+        """A model-grid mask → bool array on the input grid (partial-volume fraction ≥ 0.5), inside the input brain."""
+        return (self.map_to_input(mask.float()) >= 0.5) & self.input_brain
+
+    def mask_from_input(self, mask: np.ndarray) -> torch.Tensor:
+        """An input-grid mask (e.g. edited by a person) → bool mask on the model grid, inside the brain."""
+        check_same_shape(mask, self.input_shape, "mask")
+        return (self.grid.from_input(np.asarray(mask) > 0, self.input_affine) >= 0.5) & self.brain
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[3] == 1:
+        image = image[..., 0]
+    if image.ndim != 3:
+        raise ItermaskError(f"expected a 3D volume, got {image.ndim}D data of shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.number):
+        raise ItermaskError(f"image voxels must be numbers, got {image.dtype}")
+    if not np.isfinite(image).all():
+        raise ItermaskError("image contains NaN or infinite voxels")
+    if image.size == 0 or not image.any():
+        raise ItermaskError("image is empty (all voxels are zero)")
+    return image.astype(np.float32, copy=False)
+
+
+def check_same_shape(array: np.ndarray, shape: tuple[int, ...], what: str) -> None:
+    if tuple(np.shape(array)) != tuple(shape):
+        raise ItermaskError(f"{what} has shape {tuple(np.shape(array))} but the image has shape {tuple(shape)}")
+
+
+def brain_mask_or_nonzero(image: np.ndarray, brain_mask: np.ndarray | None) -> np.ndarray:
+    """The user's brain mask (any non-zero voxel), else the non-zero region of a skull-stripped image."""
+    if brain_mask is not None:
+        brain_mask = np.asarray(brain_mask)
+        if brain_mask.ndim == 4 and brain_mask.shape[3] == 1:
+            brain_mask = brain_mask[..., 0]
+        check_same_shape(brain_mask, image.shape, "brain mask")
+        if not np.isfinite(brain_mask).all():
+            raise ItermaskError("brain mask contains NaN or infinite voxels")
+        brain = brain_mask > 0.5 if np.issubdtype(brain_mask.dtype, np.floating) else brain_mask != 0
+        if not brain.any():
+            raise ItermaskError("brain mask is empty")
+        return brain
+    brain = image != 0
+    if brain.mean() > _MAX_NONZERO_BRAIN_FRACTION:
+        raise ItermaskError("no brain mask given and the image is not skull-stripped: pass --brain-mask "
+                            "(skull-strip first, e.g. with HD-BET or SynthStrip)")
+    return brain
+
+
+def check_affine(affine: np.ndarray | None) -> np.ndarray:
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise ItermaskError("the image geometry (voxel-to-world matrix) is invalid")
+    return affine
+
+
+def prepare_volume(image: np.ndarray, affine: np.ndarray | None, brain_mask: np.ndarray | None,
+                   grid_config: dict, divisor: tuple[int, int, int]) -> PreparedVolume:
+    """Check the inputs, resample to the model grid and normalise.
+
+    Args:
+        image: (i, j, k) scan; ``affine`` maps its voxel indices to RAS mm (identity if None).
+        brain_mask: same shape, non-zero inside the brain; None to use the image's non-zero region.
+        grid_config: the bundle's ``grid``: ``spacing_mm`` and ``min_size`` (z, y, x).
+        divisor: (z, y, x) multiple every model-grid side must be (a 2D model needs none along z).
+    """
+    image = check_image(image)
+    affine = check_affine(affine)
+    brain = brain_mask_or_nonzero(image, brain_mask)
+    grid = ModelGrid.around(brain, affine, grid_config["spacing_mm"], tuple(grid_config["min_size"]), divisor)
+    model_brain = grid.from_input(brain, affine) >= 0.5
+    if not model_brain.any():
+        raise ItermaskError("brain mask is smaller than one voxel of the model grid")
+    model_image = iterative_zscore(grid.from_input(image, affine), model_brain)
+    return PreparedVolume(model_image, model_brain, grid, affine, brain)

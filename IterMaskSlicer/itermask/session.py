@@ -1,0 +1,212 @@
+"""An interactive IterMask run on one volume: step, go back, seek, change τ, edit the mask, run to convergence.
+
+Every iteration is kept, so scrubbing and re-thresholding never call the model again. Noise is drawn from
+``(seed, iteration index)``, so the same seed gives the same answer, also after going back and stepping again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .bundle import ModelBundle
+from .errors import ItermaskError
+from .policies import POLICIES, Proposal
+from .preprocess import PreparedVolume, prepare_volume
+from .reconstruction import VolumeReconstructor
+
+
+@dataclass
+class Iteration:
+    """One reconstruction. All tensors (z, y, x) on the model grid.
+
+    ``mask``: voxels hidden from the model (True); ``error``: ``(x' − x)²`` inside the brain, zero outside;
+    ``tau``: the threshold that produced ``mask`` from the previous iteration (None for a whole-brain mask and for
+    a mask a person set); ``phase``: ``first``/``shrink`` (IterMask²), ``path``/``final`` (IterMask3D) or
+    ``edited``; ``seconds``: wall time of the reconstruction.
+    """
+
+    index: int
+    mask: torch.Tensor
+    reconstruction: torch.Tensor
+    error: torch.Tensor
+    tau: float | None
+    phase: str
+    seconds: float
+
+    def summary(self, brain_voxels: int) -> dict:
+        voxels = int(self.mask.sum())
+        return {"index": self.index, "phase": self.phase, "tau": self.tau, "mask_voxels": voxels,
+                "mask_fraction": voxels / brain_voxels, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class Result:
+    """The outcome on the *input* grid: ``anomaly_map`` float32, ``mask`` uint8 0/1, and the record behind them."""
+
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    threshold: float
+    iterations: list[dict]
+    converged: bool
+    scan_score: dict
+    policy: dict = field(default_factory=dict)
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU (always works)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ItermaskError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ItermaskError(f"unknown device {device!r} (choose auto, cpu or cuda)")
+    return torch.device(device)
+
+
+class Session:
+    """IterMask on one scan.
+
+    Args:
+        model: a loaded :class:`ModelBundle`.
+        image: (i, j, k) scan; ``affine``: its voxel → RAS mm matrix (identity if None).
+        brain_mask: same shape, non-zero in the brain; None for the non-zero region of a skull-stripped image.
+        policy: ``"itermask2"`` (fixed τ from calibration) or ``"itermask3d"`` (subject-specific τ_stop from the
+            shrink path; see :mod:`itermask.policies`).
+        tau: shrink threshold (default: the bundle's calibrated τ, or τ_stop once the path has found it);
+            ``threshold``: segmentation threshold on the anomaly map (default: the bundle's calibrated one). Both are
+            in squared normalised-intensity units.
+
+    Example::
+
+        session = Session(load_model("flair-2d"), image, affine, brain)
+        session.step(); session.step(); session.back()
+        session.set_tau(session.tau * 1.5)          # the human-AI protocol: raise τ, step again
+        result = session.run()
+    """
+
+    def __init__(self, model: ModelBundle, image: np.ndarray, affine: np.ndarray | None = None,
+                 brain_mask: np.ndarray | None = None, policy: str = "itermask2", seed: int = 0,
+                 device: str = "auto", tau: float | None = None, threshold: float | None = None):
+        if policy not in POLICIES:
+            raise ItermaskError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
+        self.model, self.seed = model, int(seed)
+        self.settings = model.metadata["policy"]
+        self.policy = POLICIES[policy](self.settings)
+        self.tau_from_user = None if tau is None else float(tau)
+        self.tau = float(model.calibration["tau"] if tau is None else tau)
+        self.threshold = float(model.calibration["threshold"] if threshold is None else threshold)
+        self.device = choose_device(device)
+        net = next(iter(model.networks.values()))
+        divisor = (net.divisor if model.dims == 3 else 1, net.divisor, net.divisor)
+        self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata["grid"], divisor)
+        model.to(self.device)
+        self._reconstruct = VolumeReconstructor(model, self.prepared.image, self.prepared.brain, self.device)
+        self.brain_voxels = int(self.prepared.brain.sum())
+        self.iterations: list[Iteration] = []
+        self.position = -1
+        self._pending_mask: torch.Tensor | None = None
+
+    # --- navigation -------------------------------------------------------------------------------------------
+    @property
+    def current(self) -> Iteration | None:
+        return self.iterations[self.position] if self.position >= 0 else None
+
+    def back(self) -> Iteration | None:
+        """Show the previous iteration (cached; nothing is recomputed)."""
+        self.position = max(self.position - 1, 0 if self.iterations else -1)
+        return self.current
+
+    def seek(self, index: int) -> Iteration:
+        """Show iteration ``index`` of those computed so far (cached)."""
+        if not 0 <= index < len(self.iterations):
+            raise IndexError(f"iteration {index} has not been computed (0..{len(self.iterations) - 1})")
+        self.position = index
+        return self.current
+
+    def reset(self) -> None:
+        """Forget every iteration and edit; τ and the threshold stay as set."""
+        self.iterations, self.position, self._pending_mask = [], -1, None
+
+    # --- changing the course ----------------------------------------------------------------------------------
+    def set_tau(self, tau: float) -> None:
+        """Use ``tau`` for the next steps; iterations after the current one are discarded (they used the old τ)."""
+        self.tau = self.tau_from_user = float(tau)
+        self._truncate()
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        """Continue from an edited mask on the *input* grid (non-zero = still suspicious); the next step uses it."""
+        self._pending_mask = self.prepared.mask_from_input(mask)
+        self._truncate()
+
+    def _truncate(self) -> None:
+        del self.iterations[self.position + 1:]
+
+    # --- iterating --------------------------------------------------------------------------------------------
+    def propose(self) -> Proposal:
+        """What the next step would hide (an edited mask if one is pending, else the policy's choice)."""
+        if self._pending_mask is not None:
+            return Proposal(self._pending_mask, None, "edited")
+        return self.policy.propose(self)
+
+    @property
+    def converged(self) -> bool:
+        """True when the policy says the mask has settled, the mask is empty, or the iteration cap is reached."""
+        it = self.current
+        if it is None:
+            return False
+        # The cap bounds the refinement; an IterMask3D path is bounded by its own 1 %-per-step schedule.
+        refining = sum(1 for i in self.iterations[: self.position + 1] if i.phase != "path")
+        if refining >= self.settings["max_iterations"] or not it.mask.any():
+            return True
+        proposal = self.propose()
+        return not proposal.mask.any() or (self._pending_mask is None and self.policy.converged(self, proposal))
+
+    def step(self) -> Iteration:
+        """Advance one iteration: the cached one if it exists, else reconstruct under the next mask."""
+        if self.position + 1 < len(self.iterations):
+            self.position += 1
+            return self.current
+        proposal = self.propose()
+        if proposal.tau_stop is not None and self.tau_from_user is None:
+            self.tau = proposal.tau_stop  # a τ the person chose always wins over the subject-specific one
+        index = self.position + 1
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        noise = torch.randn(self.prepared.image.shape, generator=generator)
+        start = time.perf_counter()
+        recon = self._reconstruct(proposal.mask, noise, first=proposal.restart)
+        error = torch.where(self.prepared.brain, (recon - self.prepared.image) ** 2, torch.zeros(()))
+        self.iterations.append(Iteration(index, proposal.mask, recon, error, proposal.tau, proposal.phase,
+                                         time.perf_counter() - start))
+        self._pending_mask = None
+        self.position = index
+        return self.current
+
+    def run(self, callback=None) -> Result:
+        """Step until converged (see :attr:`converged`); ``callback(iteration)`` after each new step."""
+        while not self.converged:
+            it = self.step()
+            if callback is not None:
+                callback(it)
+        return self.result()
+
+    # --- results ----------------------------------------------------------------------------------------------
+    def anomaly_map(self) -> np.ndarray:
+        """The current iteration's error map on the input grid (float32)."""
+        if self.current is None:
+            raise ItermaskError("no iteration has been run yet")
+        return self.prepared.map_to_input(self.current.error)
+
+    def result(self, threshold: float | None = None) -> Result:
+        """Anomaly map and segmentation of the current iteration, on the input grid."""
+        threshold = self.threshold if threshold is None else float(threshold)
+        amap = self.anomaly_map()
+        mask = ((amap > threshold) & self.prepared.input_brain).astype(np.uint8)
+        voxel_ml = abs(np.linalg.det(self.prepared.input_affine[:3, :3])) / 1000.0
+        final_mask_ml = float(self.prepared.mask_to_input(self.current.mask).sum() * voxel_ml)
+        score = {"final_mask_ml": final_mask_ml, "segmentation_ml": float(mask.sum() * voxel_ml),
+                 "mean_error": float(self.current.error[self.prepared.brain].mean())}
+        return Result(amap, mask, threshold, [it.summary(self.brain_voxels) for it in self.iterations[:self.position + 1]],
+                      self.converged, score, dict(self.policy.describe(self), name=self.policy.name))

@@ -1,0 +1,96 @@
+"""Training data: a manifest of healthy (or lesion-masked) scans → normalised slices on the model grid."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from itermask.errors import ItermaskError
+from itermask.io import read_volume
+from itermask.preprocess import prepare_volume
+
+SPLITS = ("train", "calibration")
+
+
+@dataclass
+class Case:
+    image: Path
+    brain_mask: Path | None
+    lesion_mask: Path | None
+    split: str
+
+
+def read_manifest(path: str | Path) -> list[Case]:
+    """Cases from a CSV with columns ``image, brain_mask, lesion_mask, split``; paths relative to the CSV.
+
+    ``brain_mask`` and ``lesion_mask`` may be empty; ``split`` is ``train`` or ``calibration`` (held-out healthy
+    data used only to set τ and the segmentation threshold).
+    """
+    path = Path(path)
+    base = path.parent
+    cases = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            split = (row.get("split") or "train").strip()
+            if split not in SPLITS:
+                raise ItermaskError(f"{path}: split must be one of {SPLITS}, got {split!r}")
+            optional = {k: (base / row[k].strip() if (row.get(k) or "").strip() else None)
+                        for k in ("brain_mask", "lesion_mask")}
+            cases.append(Case(base / row["image"].strip(), optional["brain_mask"], optional["lesion_mask"], split))
+    if not cases:
+        raise ItermaskError(f"{path}: no cases listed")
+    return cases
+
+
+@dataclass
+class SliceSet:
+    """Axial slices (N, H, W) on the model grid: ``image`` normalised, ``brain`` and ``valid`` (brain minus lesion)."""
+
+    image: torch.Tensor
+    brain: torch.Tensor
+    valid: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+def load_slices(cases: list[Case], grid_config: dict, divisor: int, min_brain_pixels: int = 200,
+                lesion_margin: int = 2) -> SliceSet:
+    """Prepare every case exactly as inference does and keep the slices with enough brain.
+
+    Lesion masks are dilated by ``lesion_margin`` model voxels (lesion borders are rarely labelled tightly); the
+    lesion is excluded from the loss and hidden from the masked model's input.
+    """
+    size = tuple(grid_config["min_size"][1:])
+    images, brains, valids = [], [], []
+    for case in cases:
+        image, affine = read_volume(case.image)
+        brain = read_volume(case.brain_mask)[0] if case.brain_mask else None
+        prepared = prepare_volume(image, affine, brain, grid_config, (1, divisor, divisor))
+        lesion = torch.zeros_like(prepared.brain)
+        if case.lesion_mask:
+            lesion_array = read_volume(case.lesion_mask)[0]
+            lesion = prepared.grid.from_input(np.asarray(lesion_array) > 0, affine) > 0.1
+            k = 2 * lesion_margin + 1
+            lesion = F.max_pool2d(lesion.float()[:, None], k, stride=1, padding=lesion_margin)[:, 0] > 0
+        keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
+        for volume, bucket in ((prepared.image, images), (prepared.brain, brains), (prepared.brain & ~lesion, valids)):
+            bucket.append(center_crop_or_pad(volume[keep], size))
+    return SliceSet(torch.cat(images), torch.cat(brains), torch.cat(valids))
+
+
+def center_crop_or_pad(volume: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) → (N, *size), centred; padding with zeros (False)."""
+    out = torch.zeros((volume.shape[0], *size), dtype=volume.dtype)
+    src, dst = [], []
+    for have, want in zip(volume.shape[1:], size):
+        lo_src, lo_dst = max((have - want) // 2, 0), max((want - have) // 2, 0)
+        n = min(have, want)
+        src.append(slice(lo_src, lo_src + n))
+        dst.append(slice(lo_dst, lo_dst + n))
+    out[:, dst[0], dst[1]] = volume[:, src[0], src[1]]
+    return out
