@@ -1,13 +1,14 @@
 """Shared fixtures: real MRI from ../shared/data and a tiny model trained here on real healthy slices."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "IterMaskSlicer"))  # the Slicer module folder: IterMaskSlicerLib, as Slicer sees it
 DATA = REPO.parent / "shared" / "data"
 BRATS = DATA / "brats2013"
 MS = DATA / "ms_lesjak2017" / "patient26"
@@ -57,3 +58,40 @@ def insert_blob(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, centre
     blob = (np.linalg.norm(ras - np.asarray(centre_mm), axis=1) <= radius_mm).reshape(image.shape) & brain
     bright = np.percentile(image[brain], 95) * gain
     return np.where(blob, bright, image).astype(np.float32), blob
+
+
+@pytest.fixture()
+def mrml_scene():
+    """A real MRML scene from slicer-core with the Colors, Volumes, Segmentations and Sequences logics, set as
+    ``slicer.mrmlScene`` the way the Slicer application sets it (only ``slicer.modules`` is filled in by hand)."""
+    import types
+
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLApplicationLogic(app_logic)  # before SetMRMLScene
+    colors.SetMRMLScene(scene)
+    app_logic.SetColorLogic(colors)
+    app_logic.SetModuleLogic("Colors", colors)
+    logics = {"colors": colors}
+    for key, module, cls in (("volumes", "Volumes", "vtkSlicerVolumesLogic"),
+                             ("segmentations", "Segmentations", "vtkSlicerSegmentationsModuleLogic"),
+                             ("sequences", "Sequences", "vtkSlicerSequencesLogic")):
+        logic = getattr(slicer, cls)()
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+        app_logic.SetModuleLogic(module, logic)
+        logics[key] = logic
+    slice_logic = slicer.vtkMRMLSliceLogic()
+    slice_logic.SetMRMLApplicationLogic(app_logic)
+    slice_logic.SetMRMLScene(scene)
+    slice_logic.AddSliceNode("Red").SetOrientationToAxial()
+    slicer.mrmlScene = scene
+    slicer.modules = types.SimpleNamespace(**{k: types.SimpleNamespace(logic=(lambda lg=lg: lg))
+                                              for k, lg in logics.items()})
+    scene.slice_logic = slice_logic  # kept alive with the scene for rendering tests
+    yield scene
+    scene.Clear(True)

@@ -66,3 +66,11 @@ def test_model_grid_is_axial_ras_and_covers_the_brain():
     # Every brain voxel of the input maps back inside the model grid's brain.
     back = prepared.mask_to_input(prepared.brain)
     assert back[brain].mean() > 0.97
+
+
+def test_the_cached_brain_box_sampler_equals_a_full_resampling():
+    brain, affine = real_brains()["oblique"]
+    prepared = prepare_volume(brain.astype(np.float32), affine, brain, GRID, (1, 16, 16))
+    smooth = torch.linspace(0, 1, prepared.brain.numel()).reshape(prepared.brain.shape)
+    full = prepared.grid.to_input(smooth, affine, brain.shape).numpy()
+    assert np.allclose(prepared.map_to_input(smooth), np.where(brain, full, 0), atol=1e-4)

@@ -1,7 +1,6 @@
 """Subject-specific τ: the tangent fit, the derivative rule, its fallback, and the IterMask3D policy on a real scan."""
 import numpy as np
 import pytest
-import torch
 
 from itermask import ModelBundle, Session
 from itermask.thresholding import fit_tan, smoothed_derivative, stop_threshold

@@ -14,7 +14,7 @@ from itermask.reconstruction import network_input
 
 from .batches import training_batch
 from .calibrate import calibrate
-from .data import SliceSet, load_slices, read_manifest
+from .data import load_slices, read_manifest
 
 
 @dataclass

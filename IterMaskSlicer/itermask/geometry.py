@@ -63,8 +63,17 @@ class ModelGrid:
         return _resample(volume.float().permute(2, 1, 0), index_to_index, tuple(input_shape), mode)
 
 
+def resample_onto(volume: np.ndarray, source_affine: np.ndarray, target_affine: np.ndarray,
+                  target_shape: tuple[int, int, int], mode: str = "nearest") -> np.ndarray:
+    """A volume (i, j, k) on one grid, sampled onto another grid through world coordinates (e.g. a brain mask drawn
+    on a different grid than the scan); zero where the target lies outside the source."""
+    index_to_index = np.linalg.inv(source_affine) @ target_affine
+    return _resample(_as_tensor(volume), index_to_index, tuple(target_shape), mode).numpy()
+
+
 def _as_tensor(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return volume.float() if isinstance(volume, torch.Tensor) else torch.from_numpy(np.asarray(volume, np.float32))
+    # A copy: inputs may be read-only views (a Slicer volume's voxels), which torch cannot wrap safely.
+    return volume.float() if isinstance(volume, torch.Tensor) else torch.from_numpy(np.array(volume, np.float32))
 
 
 def _brain_corners_ras(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -75,16 +84,41 @@ def _brain_corners_ras(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return (affine @ corners.T).T[:, :3]
 
 
+def _sampling_grid(source_shape: tuple[int, ...], index_to_index: np.ndarray, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """grid_sample's grid that reads a ``source_shape`` array at ``index_to_index @ (u, v, w, 1)`` for every index of
+    an ``out_shape`` array (both in index order). The whole map is one affine, so ``affine_grid`` builds it."""
+    theta = _normalised_to_index(source_shape, inverse=True) @ index_to_index @ _normalised_to_index(out_shape)
+    return F.affine_grid(torch.from_numpy(theta[:3]).float()[None], [1, 1, *out_shape], align_corners=True)
+
+
 def _resample(source: torch.Tensor, index_to_index: np.ndarray, out_shape: tuple[int, int, int],
               mode: str) -> torch.Tensor:
     """Sample ``source`` at ``index_to_index @ (u, v, w, 1)`` for every index (u, v, w) of an ``out_shape`` array.
 
     Both arrays are in index order (array axis n is index component n); values outside ``source`` are zero.
-    The whole map is one affine transform, so it is handed to ``affine_grid`` as a single matrix.
     """
-    theta = _normalised_to_index(source.shape, inverse=True) @ index_to_index @ _normalised_to_index(out_shape)
-    grid = F.affine_grid(torch.from_numpy(theta[:3]).float()[None], [1, 1, *out_shape], align_corners=True)
+    grid = _sampling_grid(source.shape, index_to_index, out_shape)
     return F.grid_sample(source[None, None], grid, mode=mode, padding_mode="zeros", align_corners=True)[0, 0]
+
+
+class InputBoxSampler:
+    """Maps model-grid volumes onto one box of the input grid, reusing a single sampling grid.
+
+    Building the grid costs as much as sampling, and a session maps many iterations back onto the same voxels, so
+    the grid is made once; the box (usually the brain's bounding box) spares the voxels nothing can land on.
+    """
+
+    def __init__(self, grid: ModelGrid, affine: np.ndarray, box: tuple[slice, slice, slice]):
+        self.box = box
+        start = np.eye(4)
+        start[:3, 3] = [s.start for s in box]
+        out_shape = tuple(s.stop - s.start for s in box)
+        self.grid = _sampling_grid(grid.shape[::-1], np.linalg.inv(grid.affine) @ affine @ start, out_shape)
+
+    def __call__(self, volumes: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+        """(C, z, y, x) model-grid volumes → (C, *box shape) float values on the input box (index order)."""
+        source = volumes.float().permute(0, 3, 2, 1)[None]  # index order (x, y, z) for the model grid
+        return F.grid_sample(source, self.grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
 
 
 def _normalised_to_index(shape: tuple[int, ...], inverse: bool = False) -> np.ndarray:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from .errors import ItermaskError
-from .geometry import ModelGrid
+from .geometry import InputBoxSampler, ModelGrid
 from .normalize import iterative_zscore
 
 # A "skull-stripped" image whose non-zero region fills nearly the whole field of view is not skull-stripped.
@@ -31,10 +32,24 @@ class PreparedVolume:
     def input_shape(self) -> tuple[int, int, int]:
         return self.input_brain.shape
 
+    @cached_property
+    def _sampler(self) -> InputBoxSampler:
+        found = np.nonzero(self.input_brain.any(axis=(1, 2)))[0], np.nonzero(self.input_brain.any(axis=(0, 2)))[0], \
+            np.nonzero(self.input_brain.any(axis=(0, 1)))[0]
+        box = tuple(slice(int(f[0]), int(f[-1]) + 1) for f in found)
+        return InputBoxSampler(self.grid, self.input_affine, box)
+
+    def maps_to_input(self, volumes: torch.Tensor) -> np.ndarray:
+        """(C, z, y, x) model-grid maps → (C, i, j, k) float32 on the input grid (trilinear), zero outside the brain."""
+        sampler = self._sampler
+        out = np.zeros((volumes.shape[0], *self.input_shape), np.float32)
+        inside = self.input_brain[sampler.box]
+        out[(slice(None), *sampler.box)] = np.where(inside, sampler(volumes).numpy(), 0)
+        return out
+
     def map_to_input(self, volume: torch.Tensor) -> np.ndarray:
-        """A model-grid map → float32 array on the input grid (trilinear), zero outside the input brain."""
-        out = self.grid.to_input(volume, self.input_affine, self.input_shape).numpy()
-        return np.where(self.input_brain, out, 0).astype(np.float32)
+        """A model-grid map (z, y, x) → float32 array on the input grid (trilinear), zero outside the input brain."""
+        return self.maps_to_input(volume[None])[0]
 
     def mask_to_input(self, mask: torch.Tensor) -> np.ndarray:
         """A model-grid mask → bool array on the input grid (partial-volume fraction ≥ 0.5), inside the input brain."""

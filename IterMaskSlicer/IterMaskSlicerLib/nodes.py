@@ -1,0 +1,158 @@
+"""MRML volume, labelmap and segmentation nodes <-> numpy arrays in the core's (i, j, k) + affine convention.
+
+Slicer arrays are indexed (k, j, i); the core's are (i, j, k) with a voxel → RAS affine. Output nodes copy the
+input's IJK→RAS matrix and parent transform, so they overlay the input exactly whatever its orientation.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import slicer
+import vtk
+
+from itermask.errors import ItermaskError
+from itermask.geometry import resample_onto
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def volume_arrays(volume_node) -> tuple[np.ndarray, np.ndarray]:
+    """(image (i, j, k), affine) of a scalar volume node; the image is a read-only view, never modified."""
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise ItermaskError("select an input volume that has image data")
+    kji = slicer.util.arrayFromVolume(volume_node)
+    if kji.ndim != 3:
+        raise ItermaskError(f"the input volume must be a single 3D scalar volume, not {kji.ndim}D data")
+    image = kji.transpose(2, 1, 0)
+    image.flags.writeable = False
+    return image, ijk_to_ras(volume_node)
+
+
+def mask_array(mask_node, volume_node) -> np.ndarray | None:
+    """A mask on the input volume's grid (i, j, k) from a labelmap (resampled if its grid differs) or a
+    segmentation (all segments together); None when no node is given."""
+    if mask_node is None:
+        return None
+    if mask_node.IsA("vtkMRMLSegmentationNode"):
+        return _segments_on_grid(mask_node, volume_node)
+    mask, mask_affine = volume_arrays(mask_node)
+    image_shape = tuple(volume_node.GetImageData().GetDimensions())
+    affine = ijk_to_ras(volume_node)
+    if mask.shape == image_shape and np.allclose(mask_affine, affine, atol=1e-4):
+        return mask != 0
+    return resample_onto((mask != 0).astype(np.float32), mask_affine, affine, image_shape) > 0.5
+
+
+def _segments_on_grid(segmentation_node, reference) -> np.ndarray:
+    """All segments together as an (i, j, k) bool mask on ``reference``'s grid, through a temporary labelmap that is
+    removed with everything the export adds (slicer.util's array helper leaves a display node behind)."""
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        raise ItermaskError(f"segmentation {segmentation_node.GetName()!r} has no segments")
+    with temporary_nodes(segmentation_node.GetScene()) as scene:
+        labelmap = new_labelmap(scene, f"{segmentation_node.GetName()} (export)", reference)
+        ids = vtk.vtkStringArray()
+        segmentation_node.GetSegmentation().GetSegmentIDs(ids)
+        slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap,
+                                                                             reference)
+        return slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0) > 0
+
+
+def _output_on_grid_of(scene, class_name: str, name: str, reference):
+    node = scene.AddNewNodeByClass(class_name, name)
+    node.CopyOrientation(reference)
+    node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    return node
+
+
+def new_labelmap(scene, name: str, reference):
+    """An empty labelmap on ``reference``'s grid (and under its transform)."""
+    return _output_on_grid_of(scene, "vtkMRMLLabelMapVolumeNode", name, reference)
+
+
+def new_scalar_volume(scene, name: str, reference):
+    return _output_on_grid_of(scene, "vtkMRMLScalarVolumeNode", name, reference)
+
+
+def set_voxels(node, ijk: np.ndarray) -> None:
+    """Replace a volume node's voxels with an (i, j, k) array (copied into VTK memory)."""
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(ijk.transpose(2, 1, 0)))
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+
+
+def segmentation_from_mask(scene, mask: np.ndarray, reference, name: str, segment_name: str,
+                           color=(1.0, 0.55, 0.0)):
+    """A segmentation node with one named segment from an (i, j, k) mask on ``reference``'s grid.
+
+    Goes through a temporary labelmap that is removed afterwards with everything the import adds (slicer.util's
+    array helper leaves a display node behind in the scene).
+    """
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    with temporary_nodes(scene):
+        labelmap = new_labelmap(scene, f"{name} (import)", reference)
+        set_voxels(labelmap, mask.astype(np.uint8))
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node):
+            raise ItermaskError("could not turn the mask into a segmentation")
+    segmentation = node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:  # an empty mask imports no segment: keep a named empty one
+        segmentation.AddEmptySegment("", segment_name, list(color))
+    segment = segmentation.GetNthSegment(0)
+    segment.SetName(segment_name)
+    segment.SetColor(*color)
+    segment.SetNameAutoGenerated(False)
+    segment.SetColorAutoGenerated(False)
+    return node
+
+
+def node_ids(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def remove_nodes(scene, doomed) -> None:
+    """Remove nodes together with their display and storage nodes (RemoveNode leaves those behind)."""
+    scene.StartState(scene.BatchProcessState)
+    for node in doomed:
+        if node is None or scene.GetNodeByID(node.GetID()) is None:
+            continue
+        helpers = []
+        if node.IsA("vtkMRMLDisplayableNode"):
+            helpers += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if node.IsA("vtkMRMLStorableNode"):
+            helpers += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        for helper in helpers + [node]:
+            if helper is not None:
+                scene.RemoveNode(helper)
+    scene.EndState(scene.BatchProcessState)
+
+
+def _remove_added_since(scene, before: set[str]) -> None:
+    remove_nodes(scene, [scene.GetNodeByID(i) for i in node_ids(scene) - before])
+
+
+@contextmanager
+def temporary_nodes(scene):
+    """Every node added inside the block is removed when it ends."""
+    before = node_ids(scene)
+    try:
+        yield scene
+    finally:
+        _remove_added_since(scene, before)
+
+
+@contextmanager
+def scene_unchanged_on_failure(scene):
+    """Remove every node added inside the block if it raises (cancel included): the scene is left as it was."""
+    before = node_ids(scene)
+    try:
+        yield
+    except BaseException:
+        _remove_added_since(scene, before)
+        raise

@@ -1,0 +1,32 @@
+"""The default FLAIR model that ships in the repository, and the README's first command (the demo)."""
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+
+import itermask
+
+
+def test_flair_model_loads_and_was_calibrated_on_data_it_was_not_trained_on():
+    bundle = itermask.load_model(itermask.default_model_name("FLAIR"))
+    meta = bundle.metadata
+    assert (meta["modality"], meta["dims"]) == ("FLAIR", 2)
+    calibration = meta["calibration"]
+    assert 0 < calibration["tau"] < calibration["threshold"]
+    training, held_out = set(meta["training"]["data"]), set(meta["training"]["calibration_data"])
+    assert training and held_out and not training & held_out
+    assert not any("pat0006" in path for path in training | held_out)  # the held-out test case
+
+
+def test_demo_segments_the_built_in_example(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "itermask.cli", "demo", "-o", str(tmp_path), "--device", "cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    scan = nib.load(tmp_path / "inputs" / "example_flair.nii.gz")
+    truth = np.asanyarray(nib.load(tmp_path / "inputs" / "example_lesion.nii.gz").dataobj) > 0
+    mask_file = nib.load(tmp_path / "example_flair" / "mask.nii.gz")
+    assert mask_file.shape == scan.shape and np.allclose(mask_file.affine, scan.affine)
+    mask = np.asanyarray(mask_file.dataobj) > 0
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.5
+    assert (tmp_path / "example_flair" / "iterations.png").exists()
