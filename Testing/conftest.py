@@ -62,36 +62,9 @@ def insert_blob(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, centre
 
 @pytest.fixture()
 def mrml_scene():
-    """A real MRML scene from slicer-core with the Colors, Volumes, Segmentations and Sequences logics, set as
-    ``slicer.mrmlScene`` the way the Slicer application sets it (only ``slicer.modules`` is filled in by hand)."""
-    import types
+    """A real slicer-core MRML scene, set up as the Slicer application would (see headless_slicer.py)."""
+    from headless_slicer import make_scene
 
-    import slicer
-
-    scene = slicer.vtkMRMLScene()
-    app_logic = slicer.vtkSlicerApplicationLogic()
-    app_logic.SetMRMLScene(scene)
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(app_logic)  # before SetMRMLScene
-    colors.SetMRMLScene(scene)
-    app_logic.SetColorLogic(colors)
-    app_logic.SetModuleLogic("Colors", colors)
-    logics = {"colors": colors}
-    for key, module, cls in (("volumes", "Volumes", "vtkSlicerVolumesLogic"),
-                             ("segmentations", "Segmentations", "vtkSlicerSegmentationsModuleLogic"),
-                             ("sequences", "Sequences", "vtkSlicerSequencesLogic")):
-        logic = getattr(slicer, cls)()
-        logic.SetMRMLApplicationLogic(app_logic)
-        logic.SetMRMLScene(scene)
-        app_logic.SetModuleLogic(module, logic)
-        logics[key] = logic
-    slice_logic = slicer.vtkMRMLSliceLogic()
-    slice_logic.SetMRMLApplicationLogic(app_logic)
-    slice_logic.SetMRMLScene(scene)
-    slice_logic.AddSliceNode("Red").SetOrientationToAxial()
-    slicer.mrmlScene = scene
-    slicer.modules = types.SimpleNamespace(**{k: types.SimpleNamespace(logic=(lambda lg=lg: lg))
-                                              for k, lg in logics.items()})
-    scene.slice_logic = slice_logic  # kept alive with the scene for rendering tests
+    scene = make_scene()
     yield scene
     scene.Clear(True)

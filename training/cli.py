@@ -16,8 +16,26 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_calibrate(args) -> int:
+    from itermask import load_model
+
+    from .calibrate import calibrate
+    from .data import read_manifest
+    from .train import as_listed
+
+    bundle = load_model(args.model)
+    cases = [c for c in read_manifest(args.manifest) if c.split == "calibration"]
+    if not cases:
+        raise SystemExit(f"{args.manifest} lists no case with split=calibration")
+    bundle.metadata["calibration"] = calibrate(bundle, cases, args.seed)
+    bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, args.manifest) for c in cases]
+    print(f"tau {bundle.calibration['tau']:.4g}, threshold {bundle.calibration['threshold']:.4g}; "
+          f"wrote {bundle.save(args.output)}")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add ``train`` to the ``itermask`` command line."""
+    """Add ``train`` and ``calibrate`` to the ``itermask`` command line."""
     p = subparsers.add_parser("train", help="train a 2D IterMask² model pair on healthy scans and calibrate it")
     p.add_argument("--manifest", required=True,
                    help="CSV with columns image,brain_mask,lesion_mask,split (split: train or calibration)")
@@ -34,3 +52,10 @@ def register(subparsers) -> None:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--stop-after", type=int, metavar="N", help="train at most N steps now, checkpoint, exit")
     p.set_defaults(func=_cmd_train)
+
+    c = subparsers.add_parser("calibrate", help="re-calibrate τ and the threshold of a bundle on your healthy scans")
+    c.add_argument("--model", required=True, help="bundle name or path")
+    c.add_argument("--manifest", required=True, help="CSV as for train; the rows with split=calibration are used")
+    c.add_argument("-o", "--output", required=True, help="where to write the re-calibrated bundle (.pt)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_cmd_calibrate)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from itermask.errors import ItermaskError
 from itermask.io import read_volume
-from itermask.preprocess import prepare_volume
+from itermask.preprocess import PreparedVolume, prepare_volume
 
 SPLITS = ("train", "calibration")
 
@@ -58,27 +58,47 @@ class SliceSet:
         return self.image.shape[0]
 
 
-def load_slices(cases: list[Case], grid_config: dict, divisor: int, min_brain_pixels: int = 200,
-                lesion_margin: int = 2) -> SliceSet:
+@dataclass
+class CaseVolumes:
+    """One case read from disk: image (i, j, k), its affine, and brain and lesion masks (None when not given)."""
+
+    image: np.ndarray
+    affine: np.ndarray
+    brain: np.ndarray | None
+    lesion: np.ndarray | None
+
+
+def read_case(case: Case) -> CaseVolumes:
+    image, affine = read_volume(case.image)
+    brain = read_volume(case.brain_mask)[0] if case.brain_mask else None
+    lesion = np.asarray(read_volume(case.lesion_mask)[0]) > 0 if case.lesion_mask else None
+    return CaseVolumes(image, affine, brain, lesion)
+
+
+def healthy_region(prepared: PreparedVolume, volumes: CaseVolumes, margin: int = 2) -> torch.Tensor:
+    """Brain minus the lesion on the model grid (z, y, x), the lesion dilated in-plane by ``margin`` voxels because
+    lesion borders are rarely labelled tightly."""
+    if volumes.lesion is None:
+        return prepared.brain.clone()
+    lesion = prepared.grid.from_input(volumes.lesion, volumes.affine) > 0.1
+    k = 2 * margin + 1
+    lesion = F.max_pool2d(lesion.float()[:, None], k, stride=1, padding=margin)[:, 0] > 0
+    return prepared.brain & ~lesion
+
+
+def load_slices(cases: list[Case], grid_config: dict, divisor: int, min_brain_pixels: int = 200) -> SliceSet:
     """Prepare every case exactly as inference does and keep the slices with enough brain.
 
-    Lesion masks are dilated by ``lesion_margin`` model voxels (lesion borders are rarely labelled tightly); the
-    lesion is excluded from the loss and hidden from the masked model's input.
+    The lesion (see :func:`healthy_region`) is excluded from the loss and hidden from the masked model's input.
     """
     size = tuple(grid_config["min_size"][1:])
     images, brains, valids = [], [], []
     for case in cases:
-        image, affine = read_volume(case.image)
-        brain = read_volume(case.brain_mask)[0] if case.brain_mask else None
-        prepared = prepare_volume(image, affine, brain, grid_config, (1, divisor, divisor))
-        lesion = torch.zeros_like(prepared.brain)
-        if case.lesion_mask:
-            lesion_array = read_volume(case.lesion_mask)[0]
-            lesion = prepared.grid.from_input(np.asarray(lesion_array) > 0, affine) > 0.1
-            k = 2 * lesion_margin + 1
-            lesion = F.max_pool2d(lesion.float()[:, None], k, stride=1, padding=lesion_margin)[:, 0] > 0
+        volumes = read_case(case)
+        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid_config, (1, divisor, divisor))
+        valid = healthy_region(prepared, volumes)
         keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
-        for volume, bucket in ((prepared.image, images), (prepared.brain, brains), (prepared.brain & ~lesion, valids)):
+        for volume, bucket in ((prepared.image, images), (prepared.brain, brains), (valid, valids)):
             bucket.append(center_crop_or_pad(volume[keep], size))
     return SliceSet(torch.cat(images), torch.cat(brains), torch.cat(valids))
 

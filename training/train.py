@@ -46,7 +46,8 @@ class TrainConfig:
             "grid": {"spacing_mm": self.spacing_mm, "min_size": [1, self.size, self.size], "orientation": "RAS axial"},
             "normalisation": "iterative-zscore",
             "frequency": {"radius": self.radius, "reference_size": self.size},
-            "policy": {"default": "itermask2", "first_unmask_fraction": 0.4, "min_shrink": 0.01, "max_iterations": 50},
+            "policy": {"default": "itermask2", "first_unmask_fraction": 0.4, "min_shrink": 0.01, "max_iterations": 50,
+                       "gamma": 0.05, "path_step_fraction": 0.01},
             "masks": {"patches": 1000, "sides": [4, 8, 16], "coarse_px": self.mask_coarse_px},
             "calibration": {},
         }
@@ -71,7 +72,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     cases = read_manifest(config.manifest)
-    config.data = [_as_listed(c.image, config.manifest) for c in cases if c.split == "train"]
+    config.data = [as_listed(c.image, config.manifest) for c in cases if c.split == "train"]
     bundle = ModelBundle.create(config.metadata())
     divisor = bundle.networks["masked"].divisor
     train_slices = load_slices([c for c in cases if c.split == "train"], bundle.metadata["grid"], divisor)
@@ -123,11 +124,11 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
     bundle.metadata["calibration"] = calibrate(bundle, calibration_cases, config.seed)
     bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
                                    if k not in ("output", "manifest")}
-    bundle.metadata["training"]["calibration_data"] = [_as_listed(c.image, config.manifest) for c in calibration_cases]
+    bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.manifest) for c in calibration_cases]
     return bundle.save(out / f"{config.name}.pt")
 
 
-def _as_listed(path: Path, manifest: str) -> str:
+def as_listed(path: Path, manifest: str) -> str:
     """A case path as the manifest lists it (relative to the manifest), for the bundle's provenance."""
     return os.path.normpath(os.path.relpath(path, Path(manifest).parent))
 

@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 import slicer
+import torch
 
 import itermask
 from itermask.errors import ItermaskError
@@ -244,9 +245,8 @@ class IterMaskLogic:
             return
         index = session.position
         nodes.set_voxels(self.outputs["mask"], self.iteration_mask(index).astype(np.uint8))
-        amap = self.anomaly_map(index)
-        nodes.set_voxels(self.outputs["anomaly_map"], amap)
-        self._style_anomaly_map(amap)
+        nodes.set_voxels(self.outputs["anomaly_map"], self.anomaly_map(index))
+        self._style_anomaly_map()
         self.preview_threshold(session.threshold)
         self.outputs["plot"].update(session)
         self.outputs["browser"].SetSelectedItemNumber(index)
@@ -261,13 +261,15 @@ class IterMaskLogic:
         self.parameter_node().SetParameter("Threshold", repr(session.threshold))
         return preview
 
-    def _style_anomaly_map(self, amap: np.ndarray) -> None:
+    def _style_anomaly_map(self) -> None:
         display = self.outputs["anomaly_map"].GetDisplayNode()
         heat = self.scene.GetFirstNodeByName("PET-Heat")
         if heat is not None:
             display.SetAndObserveColorNodeID(heat.GetID())
-        inside = amap[self.session.prepared.input_brain]
-        low, high = self.session.tau, max(float(np.percentile(inside, 99.9)), self.session.tau * 1.01)
+        # The window's top from the model-grid map: the same distribution, far fewer voxels than the input grid.
+        session = self.session
+        top = float(torch.quantile(session.current.error[session.prepared.brain], 0.999))
+        low, high = session.tau, max(top, session.tau * 1.01)
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(low, high)
         display.SetApplyThreshold(True)
