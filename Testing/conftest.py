@@ -34,7 +34,7 @@ def tiny_model(tmp_path_factory) -> Path:
         rows.append(f"{brats(case)},{brats(case, 'brainmask')},{brats(case, 'OTMultiClass')},{split}")
     manifest = folder / "cases.csv"
     manifest.write_text("\n".join(rows) + "\n")
-    code = main(["train", "--manifest", str(manifest), "-o", str(folder), "--name", "tiny-flair", "--modality",
+    code = main(["train", "--data", str(manifest), "-o", str(folder), "--name", "tiny-flair", "--modality",
                  "FLAIR", "--steps", "400", "--batch-size", "12", "--channels", "8", "16", "32",
                  "--spacing", "4", "--size", "48", "--lr", "3e-3"])
     assert code == 0

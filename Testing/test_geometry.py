@@ -27,13 +27,17 @@ def anisotropic(affine: np.ndarray) -> np.ndarray:
 
 
 def real_brains():
+    from nilearn.datasets import load_mni152_brain_mask
+
     brain_lps, aff_lps = read_volume(brats("0003", "brainmask"))
     flair_las, aff_las = read_volume(MS / "FLAIR.nii.gz")
+    mni = load_mni152_brain_mask(resolution=1)  # the real MNI152 mask shipped in the nilearn wheel, RAS
     return {"LPS": (brain_lps > 0.5, aff_lps), "LAS": (flair_las != 0, aff_las),
+            "RAS": (mni.get_fdata() > 0.5, mni.affine),
             "oblique": (brain_lps > 0.5, oblique(aff_lps)), "anisotropic": (flair_las != 0, anisotropic(aff_las))}
 
 
-@pytest.mark.parametrize("name", ["LPS", "LAS", "oblique", "anisotropic"])
+@pytest.mark.parametrize("name", ["LPS", "LAS", "RAS", "oblique", "anisotropic"])
 def test_a_lesion_comes_back_on_the_voxels_it_came_from(name):
     brain, affine = real_brains()[name]
     lesion = np.zeros_like(brain)

@@ -7,6 +7,7 @@ import slicer
 import slicerio
 
 from itermask import ItermaskError, ModelBundle
+from itermask.geometry import resample_onto
 from itermask.io import read_volume
 from IterMaskSlicerLib import nodes
 from IterMaskSlicerLib.logic import IterMaskLogic
@@ -179,6 +180,32 @@ def test_plot_and_parameters_follow_the_session(logic, flair_node, tiny_model):
     assert params.GetNodeReference("InputVolume") is flair_node
     assert params.GetNodeReference("mask") is logic.outputs["mask"]
     assert int(params.GetParameter("Iteration")) == logic.session.position
+
+
+def test_settings_and_outputs_survive_saving_the_scene(logic, flair_node, tiny_model, mrml_scene, tmp_path):
+    logic.initialize(flair_node, model=str(tiny_model), seed=7)
+    logic.step()
+    logic.preview_threshold(2.5)
+    mrml_scene.WriteToMRB(str(tmp_path / "scene.mrb"), None, slicer.vtkMRMLMessageCollection())
+    from headless_slicer import make_scene
+
+    reloaded = make_scene()
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    io = slicer.vtkDataIOManager()
+    io.SetCacheManager(cache)
+    reloaded.SetDataIOManager(io)
+    reloaded.SetCacheManager(cache)
+    assert reloaded.ReadFromMRB(str(tmp_path / "scene.mrb"), True, slicer.vtkMRMLMessageCollection())
+    params = reloaded.GetFirstNodeByName("IterMaskSlicer")
+    assert params.GetParameter("Seed") == "7" and float(params.GetParameter("Threshold")) == 2.5
+    assert params.GetNodeReference("InputVolume").GetName() == "FLAIR"
+    # The NRRD writer may store the volume with an axis flipped (and the matrix flipped to match): compare in RAS.
+    saved, original = params.GetNodeReference("mask"), logic.outputs["mask"]
+    saved_ijk = slicer.util.arrayFromVolume(saved).transpose(2, 1, 0).astype(np.float32)
+    original_ijk = slicer.util.arrayFromVolume(original).transpose(2, 1, 0)
+    onto = resample_onto(saved_ijk, nodes.ijk_to_ras(saved), nodes.ijk_to_ras(original), original_ijk.shape)
+    assert np.array_equal(onto, original_ijk) and original_ijk.any()
 
 
 def test_reset_removes_every_output_node(logic, flair_node, tiny_model, mrml_scene):

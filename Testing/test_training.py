@@ -5,7 +5,7 @@ import torch
 
 from itermask import ModelBundle
 from itermask.cli import main
-from itermask_training.data import load_slices, read_manifest
+from itermask_training.data import load_slices, read_cases, read_manifest
 
 from conftest import MS, brats
 
@@ -31,7 +31,7 @@ def test_lesions_are_left_out_of_the_valid_region(tmp_path):
 
 
 def train_args(folder, *extra):
-    return ["train", "--manifest", str(manifest(folder)), "-o", str(folder), "--name", "t", "--modality", "FLAIR",
+    return ["train", "--data", str(manifest(folder)), "-o", str(folder), "--name", "t", "--modality", "FLAIR",
             "--steps", "12", "--batch-size", "4", "--channels", "4", "8", "--spacing", "6", "--size", "32", *extra]
 
 
@@ -47,3 +47,16 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path):
             assert torch.allclose(x, y, atol=1e-6)
     assert a.calibration == b.calibration and a.calibration["tau"] > 0
     assert a.metadata["training"]["data"] == [os.path.relpath(MS / "FLAIR.nii.gz", straight)]
+
+
+def test_a_folder_of_scans_with_mask_files_beside_them_is_read_as_cases(tmp_path):
+    for name, target in (("a", brats("0003")), ("a_brainmask", brats("0003", "brainmask")),
+                         ("a_lesion", brats("0003", "OTMultiClass")), ("b", MS / "FLAIR.nii.gz"),
+                         ("b_lesion", MS / "lesion_mask.nii.gz"), ("c", brats("0005"))):
+        (tmp_path / f"{name}.nii.gz").symlink_to(target)
+    cases = read_cases(tmp_path)
+    assert [(c.image.name, c.split) for c in cases] == [("a.nii.gz", "train"), ("b.nii.gz", "train"),
+                                                         ("c.nii.gz", "calibration")]
+    assert cases[0].brain_mask.name == "a_brainmask.nii.gz" and cases[0].lesion_mask.name == "a_lesion.nii.gz"
+    assert cases[1].brain_mask is None and cases[1].lesion_mask.name == "b_lesion.nii.gz"
+    assert cases[2].brain_mask is None and cases[2].lesion_mask is None

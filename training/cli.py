@@ -8,7 +8,7 @@ from itermask.bundle import MODALITIES
 def _cmd_train(args) -> int:
     from .train import TrainConfig, train
 
-    config = TrainConfig(manifest=args.manifest, output=args.output, name=args.name, modality=args.modality,
+    config = TrainConfig(source=args.data, output=args.output, name=args.name, modality=args.modality,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          channels=tuple(args.channels), spacing_mm=args.spacing, size=args.size, seed=args.seed)
     path = train(config, resume=not args.restart, stop_after=args.stop_after)
@@ -20,15 +20,15 @@ def _cmd_calibrate(args) -> int:
     from itermask import load_model
 
     from .calibrate import calibrate
-    from .data import read_manifest
+    from .data import read_cases
     from .train import as_listed
 
     bundle = load_model(args.model)
-    cases = [c for c in read_manifest(args.manifest) if c.split == "calibration"]
+    cases = [c for c in read_cases(args.data) if c.split == "calibration"]
     if not cases:
-        raise SystemExit(f"{args.manifest} lists no case with split=calibration")
+        raise SystemExit(f"{args.data} has no calibration case")
     bundle.metadata["calibration"] = calibrate(bundle, cases, args.seed)
-    bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, args.manifest) for c in cases]
+    bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, args.data) for c in cases]
     print(f"tau {bundle.calibration['tau']:.4g}, threshold {bundle.calibration['threshold']:.4g}; "
           f"wrote {bundle.save(args.output)}")
     return 0
@@ -37,8 +37,9 @@ def _cmd_calibrate(args) -> int:
 def register(subparsers) -> None:
     """Add ``train`` and ``calibrate`` to the ``itermask`` command line."""
     p = subparsers.add_parser("train", help="train a 2D IterMask² model pair on healthy scans and calibrate it")
-    p.add_argument("--manifest", required=True,
-                   help="CSV with columns image,brain_mask,lesion_mask,split (split: train or calibration)")
+    p.add_argument("--data", required=True,
+                   help="a CSV manifest (columns image,brain_mask,lesion_mask,split; split: train or calibration) or a "
+                        "folder of scans with optional <name>_brainmask / <name>_lesion files beside them")
     p.add_argument("-o", "--output", required=True, help="folder for checkpoint.ckpt and <name>.pt")
     p.add_argument("--name", required=True, help="bundle name, e.g. flair-2d")
     p.add_argument("--modality", required=True, type=str.upper, choices=MODALITIES)
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
 
     c = subparsers.add_parser("calibrate", help="re-calibrate τ and the threshold of a bundle on your healthy scans")
     c.add_argument("--model", required=True, help="bundle name or path")
-    c.add_argument("--manifest", required=True, help="CSV as for train; the rows with split=calibration are used")
+    c.add_argument("--data", required=True, help="as for train; only the calibration cases are used")
     c.add_argument("-o", "--output", required=True, help="where to write the re-calibrated bundle (.pt)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_cmd_calibrate)

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from itermask.errors import ItermaskError
-from itermask.io import read_volume
+from itermask.io import SUFFIXES, read_volume, scan_stem
 from itermask.preprocess import PreparedVolume, prepare_volume
 
 SPLITS = ("train", "calibration")
@@ -44,6 +44,29 @@ def read_manifest(path: str | Path) -> list[Case]:
     if not cases:
         raise ItermaskError(f"{path}: no cases listed")
     return cases
+
+
+MASK_SUFFIXES = {"brain_mask": "_brainmask", "lesion_mask": "_lesion"}
+
+
+def read_cases(path: str | Path, calibration_fraction: float = 0.2) -> list[Case]:
+    """Cases from a CSV manifest (see :func:`read_manifest`) or from a folder of scans.
+
+    In a folder, every image (``.nii``, ``.nii.gz``, ``.nrrd``) is a case; ``<name>_brainmask.*`` and
+    ``<name>_lesion.*`` beside it are its brain and lesion masks. The last ``calibration_fraction`` of the cases in
+    name order (at least one) are held out for calibration.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return read_manifest(path)
+    files = {scan_stem(f): f for f in sorted(path.iterdir()) if f.name.lower().endswith(SUFFIXES)}
+    images = [stem for stem in files if not stem.endswith(tuple(MASK_SUFFIXES.values()))]
+    if len(images) < 2:
+        raise ItermaskError(f"{path}: need at least two scans (one is held out for calibration), found {len(images)}")
+    held_out = max(1, round(calibration_fraction * len(images)))
+    return [Case(files[stem], *(files.get(stem + suffix) for suffix in MASK_SUFFIXES.values()),
+                 "calibration" if i >= len(images) - held_out else "train")
+            for i, stem in enumerate(images)]
 
 
 @dataclass

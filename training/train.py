@@ -14,14 +14,14 @@ from itermask.reconstruction import network_input
 
 from .batches import training_batch
 from .calibrate import calibrate
-from .data import load_slices, read_manifest
+from .data import load_slices, read_cases
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; stored in the bundle's ``training`` metadata."""
 
-    manifest: str
+    source: str                   # CSV manifest or folder of scans (see data.read_cases)
     output: str
     name: str
     modality: str
@@ -71,8 +71,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
     torch.manual_seed(config.seed)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    cases = read_manifest(config.manifest)
-    config.data = [as_listed(c.image, config.manifest) for c in cases if c.split == "train"]
+    cases = read_cases(config.source)
+    config.data = [as_listed(c.image, config.source) for c in cases if c.split == "train"]
     bundle = ModelBundle.create(config.metadata())
     divisor = bundle.networks["masked"].divisor
     train_slices = load_slices([c for c in cases if c.split == "train"], bundle.metadata["grid"], divisor)
@@ -123,8 +123,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         net.eval()
     bundle.metadata["calibration"] = calibrate(bundle, calibration_cases, config.seed)
     bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
-                                   if k not in ("output", "manifest")}
-    bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.manifest) for c in calibration_cases]
+                                   if k not in ("output", "source")}
+    bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.source) for c in calibration_cases]
     return bundle.save(out / f"{config.name}.pt")
 
 
