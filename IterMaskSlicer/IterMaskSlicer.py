@@ -59,6 +59,11 @@ class IterMaskSlicerLogic(ScriptedLoadableModuleLogic):
         self._impl = None
 
     @property
+    def ready(self):
+        """A session is open (without importing anything)."""
+        return self._impl is not None and self._impl.session is not None
+
+    @property
     def impl(self):
         if self._impl is None:
             if not ensureDependencies():
@@ -140,8 +145,7 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget):
             self.impl.show_in_slice_views(self.ui.showAnomalyMapCheckBox.checked)
             session = self.impl.session
             for slider, value in ((self.ui.tauSlider, session.tau), (self.ui.thresholdSlider, session.threshold)):
-                slider.maximum = max(value * 5, 1.0)
-                slider.value = value
+                self.setQuietly(slider, value, maximum=max(value * 5, 1.0))
             self.updateButtons()
             self.ui.statusLabel.text = "Ready: press Step or Run to convergence."
 
@@ -220,18 +224,24 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget):
         session = self.impl.session
         if session is None or session.current is None:
             return
-        self.ui.iterationSlider.blockSignals(True)
-        self.ui.iterationSlider.maximum = max(len(session.iterations) - 1, 0)
-        self.ui.iterationSlider.value = session.position
-        self.ui.iterationSlider.blockSignals(False)
+        self.setQuietly(self.ui.iterationSlider, session.position, maximum=max(len(session.iterations) - 1, 0))
         stop = session.policy.describe(session).get("tau_stop")
         self.ui.tauStopLabel.text = "—" if stop is None else f"{stop:.3f}"
+        self.setQuietly(self.ui.tauSlider, session.tau, maximum=max(self.ui.tauSlider.maximum, session.tau))
         it = session.current
         self.ui.statusLabel.text = (f"Iteration {it.index} ({it.phase}): mask {100 * it.mask.sum().item() / session.brain_voxels:.1f}% "
                                     f"of the brain, {it.seconds:.1f} s")
 
+    @staticmethod
+    def setQuietly(slider, value, maximum):
+        """Show a value the session chose without it coming back as a user's change."""
+        slider.blockSignals(True)
+        slider.maximum = maximum
+        slider.value = value
+        slider.blockSignals(False)
+
     def updateButtons(self):
-        ready = self.logic._impl is not None and self.logic._impl.session is not None
+        ready = self.logic.ready
         idle = self.run is None
         for button in (self.ui.stepButton, self.ui.runButton, self.ui.backButton, self.ui.resetButton,
                        self.ui.applyButton):
