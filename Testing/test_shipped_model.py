@@ -4,14 +4,27 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 import itermask
 
+from conftest import REPO
 
-def test_flair_model_loads_and_was_calibrated_on_data_it_was_not_trained_on():
-    bundle = itermask.load_model(itermask.default_model_name("FLAIR"))
+
+SHIPPED = sorted((REPO / "IterMaskSlicer" / "Resources" / "Models").glob("*.pt"))
+
+
+def test_a_flair_model_ships_as_the_default():
+    assert itermask.default_model_name("FLAIR") == "flair-2d"
+    assert "flair-2d.pt" in [p.name for p in SHIPPED]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_models_load_and_were_calibrated_on_data_they_were_not_trained_on(path):
+    bundle = itermask.ModelBundle.load(path)
     meta = bundle.metadata
-    assert (meta["modality"], meta["dims"]) == ("FLAIR", 2)
+    assert meta["name"] == path.stem and meta["dims"] == 2
+    assert meta["modality"].lower() == path.stem.split("-")[0]
     calibration = meta["calibration"]
     assert 0 < calibration["tau"] < calibration["threshold"]
     training, held_out = set(meta["training"]["data"]), set(meta["training"]["calibration_data"])
