@@ -76,9 +76,8 @@ class IterMaskLogic:
         >>> seg = slicer.modules.itermaskslicer.logic().segment(getNode("FLAIR"))   # doctest: +SKIP
         """
         image, affine = nodes.volume_arrays(volume_node)
-        session = itermask.Session(self.model(model), image, affine, nodes.mask_array(brain_mask_node, volume_node),
-                                   policy=policy, seed=seed)
-        result = session.run()
+        result = itermask.segment(image, nodes.mask_array(brain_mask_node, volume_node), affine,
+                                  model=self.model(model), policy=policy, seed=seed)
         return nodes.segmentation_from_mask(self.scene, result.mask.astype(bool), volume_node,
                                             f"{volume_node.GetName()} IterMask", segment_name, MASK_COLOR)
 

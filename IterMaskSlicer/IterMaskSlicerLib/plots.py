@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
+from itermask.thresholding import TanFit
+
 COLUMNS = ("t", "tau", "fit", "tau_stop")
 
 
@@ -18,7 +20,7 @@ def tau_curves(session) -> dict[str, np.ndarray]:
         tau = np.asarray([np.nan if it.tau is None else it.tau for it in done], float)
     t = np.arange(len(tau), dtype=float)
     stop = described.get("stop")
-    fit = stop["fit"]["a"] * np.tan(stop["fit"]["b"] * t) if stop else np.full_like(t, np.nan)
+    fit = TanFit(**stop["fit"])(t) if stop else np.full_like(t, np.nan)
     tau_stop = described.get("tau_stop", session.tau)
     return {"t": t, "tau": tau, "fit": fit,
             "tau_stop": np.full_like(t, np.nan if tau_stop is None else tau_stop)}
