@@ -19,26 +19,33 @@ def brats(case: str, name: str = "Flair_subtrMeanDivStd") -> Path:
     return BRATS / f"brats_2013_pat{case}_1" / f"{name}.nii.gz"
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A small 2D model pair trained on tumour-free parts of two BraTS FLAIR scans, calibrated on a third.
-
-    4 mm grid and narrow channels keep it to about a minute on two CPU cores; it is trained through the real
-    ``itermask train`` command on real scans, so every test that uses it exercises the shipped code path.
-    """
+def _train_tiny(folder: Path, name: str, *settings: str) -> Path:
+    """Train through the real ``itermask train`` command on tumour-free parts of BraTS FLAIR pat0003 and pat0004,
+    calibrated on pat0005, so every test that uses the model exercises the shipped code path."""
     from itermask.cli import main
 
-    folder = tmp_path_factory.mktemp("tiny_model")
     rows = ["image,brain_mask,lesion_mask,split"]
     for case, split in (("0003", "train"), ("0004", "train"), ("0005", "calibration")):
         rows.append(f"{brats(case)},{brats(case, 'brainmask')},{brats(case, 'OTMultiClass')},{split}")
     manifest = folder / "cases.csv"
     manifest.write_text("\n".join(rows) + "\n")
-    code = main(["train", "--data", str(manifest), "-o", str(folder), "--name", "tiny-flair", "--modality",
-                 "FLAIR", "--steps", "400", "--batch-size", "12", "--channels", "8", "16", "32",
-                 "--spacing", "4", "--size", "48", "--lr", "3e-3"])
-    assert code == 0
-    return folder / "tiny-flair.pt"
+    assert main(["train", "--data", str(manifest), "-o", str(folder), "--name", name, "--modality", "FLAIR",
+                 "--spacing", "4", *settings]) == 0
+    return folder / f"{name}.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small 2D IterMask² model pair; a 4 mm grid and narrow channels keep it to about a minute on two cores."""
+    return _train_tiny(tmp_path_factory.mktemp("tiny_model"), "tiny-flair", "--steps", "400", "--batch-size", "12",
+                       "--channels", "8", "16", "32", "--size", "48", "--lr", "3e-3")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_3d(tmp_path_factory) -> Path:
+    """A small unified 3D IterMask3D model on whole volumes at 4 mm (about a minute on two cores)."""
+    return _train_tiny(tmp_path_factory.mktemp("tiny_model_3d"), "tiny-flair-3d", "--dims", "3", "--steps", "150",
+                       "--batch-size", "2", "--channels", "8", "16", "32", "--size", "32", "--lr", "3e-3")
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """Frequency masking and random training masks, on real slices where it matters."""
 import numpy as np
+import pytest
 import torch
 
 from itermask.frequency import high_frequency
-from itermask.masks import gaussian_patch_masks
+from itermask.masks import gaussian_cloud_masks_3d, gaussian_patch_masks, random_rotation_3d
 from itermask.io import read_volume
 
 from conftest import brats
@@ -57,3 +58,35 @@ def test_patch_positions_follow_a_joint_rotated_gaussian():
             joint.append(abs(np.corrcoef(rows, cols)[0, 1]))
             independent.append(abs(np.corrcoef(rows, rng.permutation(cols))[0, 1]))  # the reference code's bug
     assert np.median(joint) > 0.1 > 2 * np.median(independent)
+
+
+def test_3d_masks_stay_in_the_brain_and_repeat_with_a_seed():
+    image, _ = read_volume(brats("0003", "brainmask"))
+    brain = torch.from_numpy(np.ascontiguousarray(image[::4, ::4, ::4] > 0.5))[None]
+    gen = torch.Generator().manual_seed(2)
+    first, second = gaussian_cloud_masks_3d(brain, gen), gaussian_cloud_masks_3d(brain, gen)
+    assert not (first & ~brain).any() and first.any() and not torch.equal(first, second)
+    assert torch.equal(first, gaussian_cloud_masks_3d(brain, torch.Generator().manual_seed(2)))
+
+
+def test_3d_masks_never_wrap_around_the_volume():
+    # Brain in two opposite corners: a cloud centred in one corner can reach the other only by wrapping around.
+    brain = torch.zeros(1, 40, 40, 40, dtype=torch.bool)
+    brain[0, :4, :4, :4] = brain[0, -4:, -4:, -4:] = True
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        mask = gaussian_cloud_masks_3d(brain, gen, points=2000, cells=(1.0,))[0]
+        assert not (mask[:4, :4, :4].any() and mask[-4:, -4:, -4:].any())
+
+
+def test_3d_masks_are_made_of_whole_coarse_cells():
+    brain = torch.ones(1, 32, 32, 32, dtype=torch.bool)
+    mask = gaussian_cloud_masks_3d(brain, torch.Generator().manual_seed(3), points=3000, cells=(4.0,))[0]
+    blocks = mask.reshape(8, 4, 8, 4, 8, 4).permute(0, 2, 4, 1, 3, 5).reshape(512, 64)
+    assert mask.any() and (blocks.all(dim=1) | ~blocks.any(dim=1)).all()
+
+
+def test_3d_rotations_are_proper():
+    rot = random_rotation_3d(torch.Generator().manual_seed(4))
+    assert torch.allclose(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    assert float(torch.det(rot)) == pytest.approx(1.0)

@@ -228,3 +228,17 @@ def test_one_call_segmentation_for_the_python_console(logic, flair_node, tiny_mo
     assert mask.shape == flair_node.blob.shape
     assert (mask & flair_node.blob).sum() / flair_node.blob.sum() > 0.5
     assert nodes.node_ids(mrml_scene) - ids == {segmentation.GetID(), segmentation.GetDisplayNode().GetID()}
+
+
+def test_a_3d_model_runs_in_the_scene_with_its_own_threshold_and_plot(mrml_scene, flair_node, tiny_model_3d):
+    logic = IterMaskLogic(mrml_scene, load_model=ModelBundle.load)
+    logic.initialize(flair_node, model=str(tiny_model_3d), policy="itermask3d", seed=2)
+    logic.run()
+    assert logic.session.model.dims == 3 and logic.session.converged
+    assert same_geometry(logic.outputs["mask"], flair_node)
+    fit = slicer.util.arrayFromTableColumn(logic.outputs["plot"].table, "fit")
+    assert np.isfinite(fit).all() and len(fit) == len(logic.session.policy.path_taus(logic.session))
+    segmentation = logic.apply("Lesion", source="mask")
+    mask = nodes.mask_array(segmentation, flair_node)
+    assert mask.shape == flair_node.blob.shape
+    assert (mask & flair_node.blob).sum() / flair_node.blob.sum() > 0.5

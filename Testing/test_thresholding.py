@@ -1,6 +1,7 @@
 """Subject-specific τ: the tangent fit, the derivative rule, its fallback, and the IterMask3D policy on a real scan."""
 import numpy as np
 import pytest
+import torch
 
 from itermask import ModelBundle, Session
 from itermask.thresholding import fit_tan, smoothed_derivative, stop_threshold
@@ -79,3 +80,17 @@ def test_subject_specific_runs_repeat_with_the_same_seed(tiny_model, scan):
     results = [Session(bundle, image, affine, brain, policy="itermask3d", seed=2, device="cpu").run() for _ in range(2)]
     assert results[0].policy["tau_stop"] == results[1].policy["tau_stop"]
     assert np.array_equal(results[0].mask, results[1].mask)
+
+
+def test_path_steps_that_skip_slices_with_nothing_hidden_give_the_same_errors(tiny_model, scan):
+    from itermask.reconstruction import VolumeReconstructor
+
+    image, affine, brain, _ = scan
+    session = Session(ModelBundle.load(tiny_model), image, affine, brain, device="cpu")
+    reconstruct = VolumeReconstructor(session.model, session.prepared.image, session.prepared.brain, session.device)
+    mask = session.prepared.brain.clone()
+    mask[: mask.shape[0] // 2] = False       # nothing hidden in the lower half of the slices
+    noise = torch.randn(mask.shape, generator=torch.Generator().manual_seed(0))
+    full, skipping = reconstruct(mask, noise), reconstruct(mask, noise, hidden_only=True)
+    assert torch.allclose(full[mask], skipping[mask], atol=1e-5)
+    assert torch.equal(skipping[: mask.shape[0] // 2], session.prepared.image[: mask.shape[0] // 2])

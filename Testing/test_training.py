@@ -5,7 +5,7 @@ import torch
 
 from itermask import ModelBundle
 from itermask.cli import main
-from itermask_training.data import load_slices, read_cases, read_manifest
+from itermask_training.data import load_training_set, read_cases, read_manifest
 
 from conftest import MS, brats
 
@@ -23,7 +23,7 @@ def manifest(folder):
 
 def test_lesions_are_left_out_of_the_valid_region(tmp_path):
     cases = read_manifest(manifest(tmp_path))
-    slices = load_slices([cases[1]], GRID, divisor=8, min_brain_pixels=20)
+    slices = load_training_set([cases[1]], GRID, dims=2, divisor=8, min_brain_pixels=20)
     assert (slices.valid <= slices.brain).all()
     tumour = slices.brain & ~slices.valid
     assert tumour.sum() > 50  # the BraTS tumour (plus margin) is excluded

@@ -1,38 +1,56 @@
-"""Training batches: random healthy slices, augmented, hidden under random Gaussian patch masks."""
+"""Training batches: random healthy slices or volumes, augmented, hidden under random Gaussian masks."""
 from __future__ import annotations
 
 import torch
 
 from itermask.frequency import high_frequency
-from itermask.masks import gaussian_patch_masks
+from itermask.masks import gaussian_cloud_masks_3d, gaussian_patch_masks
 
-from .data import SliceSet
+from .data import TrainingSet
 
 
 def _augment(x: torch.Tensor, brain: torch.Tensor, valid: torch.Tensor, gen: torch.Generator):
-    """Left-right flips and a small intensity gain/offset inside the brain (healthy-set augmentation)."""
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x, brain, valid = (torch.where(flip[:, None, None], t.flip(-1), t) for t in (x, brain, valid))
-    gain = 1 + 0.1 * (2 * torch.rand(x.shape[0], 1, 1, generator=gen) - 1)
-    offset = 0.1 * (2 * torch.rand(x.shape[0], 1, 1, generator=gen) - 1)
+    """Left-right flips (the last axis is R) and a small intensity gain/offset inside the brain."""
+    per_sample = (x.shape[0],) + (1,) * (x.dim() - 1)
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).view(per_sample)
+    x, brain, valid = (torch.where(flip, t.flip(-1), t) for t in (x, brain, valid))
+    gain = 1 + 0.1 * (2 * torch.rand(per_sample, generator=gen) - 1)
+    offset = 0.1 * (2 * torch.rand(per_sample, generator=gen) - 1)
     return torch.where(brain, x * gain + offset, torch.zeros(())), brain, valid
 
 
-def training_batch(slices: SliceSet, batch_size: int, metadata: dict, gen: torch.Generator,
-                   index: torch.Tensor | None = None, augment: bool = True) -> dict[str, torch.Tensor]:
-    """One batch masked as the bundle ``metadata`` says: image, x_f, brain, valid, hidden, noise, all (B, 1, H, W).
+def random_masks(brain: torch.Tensor, metadata: dict, gen: torch.Generator) -> torch.Tensor:
+    """The training masks the bundle ``metadata`` describes, for (N, H, W) slices or (N, D, H, W) volumes."""
+    masks = metadata["masks"]
+    if brain.dim() == 3:
+        return gaussian_patch_masks(brain, gen, masks["patches"], tuple(masks["sides"]), masks["coarse_px"])
+    cells = tuple(mm / metadata["grid"]["spacing_mm"] for mm in masks["cells_mm"])
+    return gaussian_cloud_masks_3d(brain, gen, masks["points"], cells)
 
-    ``index`` picks the slices (default: ``batch_size`` drawn at random); ``augment=False`` for calibration.
+
+def training_batch(samples: TrainingSet, batch_size: int, metadata: dict, gen: torch.Generator,
+                   index: torch.Tensor | None = None, augment: bool = True,
+                   whole_brain_fraction: float | None = None) -> dict[str, torch.Tensor]:
+    """One batch masked as the bundle ``metadata`` says: x, x_f, brain, valid, hidden, noise, all (B, 1, *spatial).
+
+    ``index`` picks the samples (default: ``batch_size`` drawn at random); ``augment=False`` for calibration.
+    ``whole_brain_fraction``: share of samples whose whole brain is hidden — a unified 3D model must also learn the
+    first iteration (default: the bundle's ``masks.whole_brain_fraction``, 0 if absent; calibration passes 0).
     """
-    idx = torch.randint(len(slices), (batch_size,), generator=gen) if index is None else index
-    x, brain, valid = slices.image[idx], slices.brain[idx], slices.valid[idx]
+    idx = torch.randint(len(samples), (batch_size,), generator=gen) if index is None else index
+    x, brain, valid = samples.image[idx], samples.brain[idx], samples.valid[idx]
     if augment:
         x, brain, valid = _augment(x, brain, valid, gen)
-    masks, freq = metadata["masks"], metadata["frequency"]
-    hidden = gaussian_patch_masks(brain, gen, masks["patches"], tuple(masks["sides"]), masks["coarse_px"])
+    hidden = random_masks(brain, metadata, gen)
+    if whole_brain_fraction is None:
+        whole_brain_fraction = metadata["masks"].get("whole_brain_fraction", 0.0)
+    if whole_brain_fraction > 0:  # no draw otherwise, so 2D runs keep the random stream they always had
+        whole = (torch.rand(len(idx), generator=gen) < whole_brain_fraction).view(-1, *(1,) * samples.dims)
+        hidden = torch.where(whole, brain, hidden)
     hidden |= brain & ~valid  # a labelled lesion is never shown to the model
     batch = {"x": x, "brain": brain, "valid": valid, "hidden": hidden,
              "noise": torch.randn(x.shape, generator=gen)}
     batch = {k: v[:, None] for k, v in batch.items()}
-    batch["x_f"] = high_frequency(batch["x"], freq["radius"], 2, freq["reference_size"])
+    freq = metadata["frequency"]
+    batch["x_f"] = high_frequency(batch["x"], freq["radius"], samples.dims, freq["reference_size"])
     return batch

@@ -3,7 +3,10 @@
 τ follows the paper: a percentile of the errors of healthy voxels hidden by random training masks. The
 segmentation threshold must match what it is applied to — the *final* anomaly map of a whole IterMask run, where
 most healthy tissue is visible again — so it is a high percentile of the healthy voxels of final anomaly maps of
-full runs on the calibration scans (their labelled lesions, if any, left out).
+full runs (the bundle's default policy) on the calibration scans (their labelled lesions, if any, left out).
+
+The same runs give the healthy reference for the scan-level anomaly score (artifact / quality-control use): each
+calibration scan's final mask volume and mean error, for each policy, counted over its healthy region only.
 """
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import torch
 
 from itermask.bundle import ModelBundle
 from itermask.reconstruction import network_input
+from itermask.policies import POLICIES
 from itermask.session import Session
 
 from .batches import training_batch
-from .data import Case, healthy_region, load_slices, read_case
+from .data import Case, healthy_region, load_training_set, read_case
 
 TAU_PERCENTILE = 80.0         # paper: about the 80th percentile of healthy masked-voxel errors
 THRESHOLD_PERCENTILE = 99.0   # segmentation: final-map errors that fewer than 1% of healthy voxels reach
@@ -23,47 +27,55 @@ INTENSITY_PERCENTILE = 99.0   # the plain intensity baseline, calibrated the sam
 
 
 def calibrate(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int = 4) -> dict:
-    """τ, the segmentation threshold and the intensity-baseline threshold from healthy calibration data."""
+    """τ, the segmentation threshold, the intensity-baseline threshold and the healthy scan scores."""
     tau_part = _hidden_voxel_errors(bundle, cases, seed, rounds)
-    final_errors = _final_map_errors(bundle, cases, seed, tau_part["tau"])
+    # The runs below use the τ just found; the segmentation threshold plays no part in a run, 0 stands in for it.
+    bundle.metadata["calibration"] = {"tau": tau_part["tau"], "threshold": 0.0}
+    runs = {policy: [_calibration_run(bundle, case, seed, policy) for case in cases]
+            for policy in POLICIES}
+    final_errors = np.concatenate([run["errors"] for run in runs[bundle.metadata["policy"]["default"]]])
     return dict(tau_part, threshold=float(np.percentile(final_errors, THRESHOLD_PERCENTILE)),
                 threshold_percentile=THRESHOLD_PERCENTILE, threshold_voxels=int(final_errors.size),
+                healthy_scans={policy: [run["score"] for run in found] for policy, found in runs.items()},
                 method="tau: percentile of healthy hidden-voxel errors under random training masks; threshold: "
-                       "percentile of healthy voxels of final anomaly maps of full IterMask² runs")
+                       "percentile of healthy voxels of final anomaly maps of full runs of the default policy")
 
 
-def _final_map_errors(bundle: ModelBundle, cases: list[Case], seed: int, tau: float) -> np.ndarray:
-    """Healthy-voxel values of the final anomaly maps of full runs (fixed-τ policy) on each calibration scan."""
-    errors = []
-    for case in cases:
-        volumes = read_case(case)
-        # The segmentation threshold plays no part in the run; 0 stands in until it is known.
-        session = Session(bundle, volumes.image, volumes.affine, volumes.brain, seed=seed, device="cpu", tau=tau,
-                          threshold=0.0)
-        session.run()
-        errors.append(session.current.error[healthy_region(session.prepared, volumes)].numpy())
-    return np.concatenate(errors)
+def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) -> dict:
+    """A full run on one calibration scan: the healthy voxels of its final anomaly map, and its scan score (final
+    mask ml and mean error) over the healthy region."""
+    volumes = read_case(case)
+    session = Session(bundle, volumes.image, volumes.affine, volumes.brain, policy=policy, seed=seed, device="cpu")
+    session.run()
+    healthy = healthy_region(session.prepared, volumes, bundle.dims)
+    error = session.current.error[healthy]
+    voxel_ml = session.prepared.grid.spacing ** 3 / 1000.0
+    score = {"final_mask_ml": float((session.current.mask & healthy).sum()) * voxel_ml,
+             "mean_error": float(error.mean())}
+    return {"errors": error.numpy(), "score": score}
 
 
 @torch.inference_mode()
 def _hidden_voxel_errors(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int) -> dict:
-    """τ from the masked model's errors on healthy calibration slices hidden like in training; the intensity
-    baseline's threshold from the same slices. Each slice gets ``rounds`` fresh random masks."""
-    net = bundle.networks["masked"]
-    slices = load_slices(cases, bundle.metadata["grid"], net.divisor)
+    """τ from the masked (or unified) model's errors on healthy calibration slices or volumes hidden like in training
+    (never wholly); the intensity baseline's threshold from the same data. Each sample gets ``rounds`` fresh masks."""
+    role = "masked" if bundle.dims == 2 else "unified"
+    net = bundle.networks[role]
+    samples = load_training_set(cases, bundle.metadata["grid"], bundle.dims, net.divisor)
     gen = torch.Generator().manual_seed(seed + 1)
+    chunk = 32 if bundle.dims == 2 else 1
     errors = []
     for _ in range(rounds):
-        batch = training_batch(slices, len(slices), bundle.metadata, gen, index=torch.arange(len(slices)),
-                               augment=False)
-        recon = torch.cat([net(network_input("masked", x, f, h, n))
-                           for x, f, h, n in zip(*(batch[k].split(32) for k in ("x", "x_f", "hidden", "noise")))])
+        batch = training_batch(samples, len(samples), bundle.metadata, gen, index=torch.arange(len(samples)),
+                               augment=False, whole_brain_fraction=0.0)
+        recon = torch.cat([net(network_input(role, x, f, h, n))
+                           for x, f, h, n in zip(*(batch[k].split(chunk) for k in ("x", "x_f", "hidden", "noise")))])
         counted = batch["hidden"] & batch["valid"]
         errors.append(((recon - batch["x"]) ** 2)[counted].numpy())
     errors = np.concatenate(errors)
-    healthy_intensity = slices.image[slices.valid].numpy()
+    healthy_intensity = samples.image[samples.valid].numpy()
     return {
         "tau": float(np.percentile(errors, TAU_PERCENTILE)), "tau_percentile": TAU_PERCENTILE,
         "intensity_threshold": float(np.percentile(healthy_intensity, INTENSITY_PERCENTILE)),
-        "intensity_percentile": INTENSITY_PERCENTILE, "tau_voxels": int(errors.size), "slices": len(slices),
+        "intensity_percentile": INTENSITY_PERCENTILE, "tau_voxels": int(errors.size), "samples": len(samples),
     }

@@ -6,11 +6,14 @@ from itermask.bundle import MODALITIES
 
 
 def _cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from .train import DEFAULTS_BY_DIMS, TrainConfig, train
 
+    chosen = {"steps": args.steps, "batch_size": args.batch_size, "channels": args.channels,
+              "spacing_mm": args.spacing, "size": args.size}
+    settings = dict(DEFAULTS_BY_DIMS[args.dims], **{k: v for k, v in chosen.items() if v is not None})
+    settings["channels"] = tuple(settings["channels"])
     config = TrainConfig(source=args.data, output=args.output, name=args.name, modality=args.modality,
-                         steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         channels=tuple(args.channels), spacing_mm=args.spacing, size=args.size, seed=args.seed)
+                         dims=args.dims, lr=args.lr, seed=args.seed, **settings)
     path = train(config, resume=not args.restart, stop_after=args.stop_after)
     print(f"wrote {path}" if path else f"stopped after {args.stop_after} steps; run again to resume")
     return 0
@@ -36,19 +39,23 @@ def _cmd_calibrate(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``train`` and ``calibrate`` to the ``itermask`` command line."""
-    p = subparsers.add_parser("train", help="train a 2D IterMask² model pair on healthy scans and calibrate it")
+    p = subparsers.add_parser("train", help="train a 2D IterMask² model pair or a 3D IterMask3D model on healthy scans "
+                                            "and calibrate it")
     p.add_argument("--data", required=True,
                    help="a CSV manifest (columns image,brain_mask,lesion_mask,split; split: train or calibration) or a "
                         "folder of scans with optional <name>_brainmask / <name>_lesion files beside them")
     p.add_argument("-o", "--output", required=True, help="folder for checkpoint.ckpt and <name>.pt")
     p.add_argument("--name", required=True, help="bundle name, e.g. flair-2d")
     p.add_argument("--modality", required=True, type=str.upper, choices=MODALITIES)
-    p.add_argument("--steps", type=int, default=1800)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dims", type=int, choices=(2, 3), default=2,
+                   help="2: IterMask² on axial slices (first + masked network); 3: IterMask3D unified volume network")
+    p.add_argument("--steps", type=int, help="default 1800 (2D), 1500 (3D)")
+    p.add_argument("--batch-size", type=int, help="default 16 slices (2D), 2 volumes (3D)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128])
-    p.add_argument("--spacing", type=float, default=2.0, help="model grid spacing in mm")
-    p.add_argument("--size", type=int, default=96, help="in-plane model grid size (voxels)")
+    p.add_argument("--channels", type=int, nargs="+", help="UNet widths per level; default 16 32 64 128 (2D), "
+                                                           "8 16 32 64 (3D)")
+    p.add_argument("--spacing", type=float, help="model grid spacing in mm; default 2 (2D), 3 (3D)")
+    p.add_argument("--size", type=int, help="smallest model grid side in voxels (2D: in-plane); default 96 (2D), 48 (3D)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--stop-after", type=int, metavar="N", help="train at most N steps now, checkpoint, exit")

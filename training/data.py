@@ -1,4 +1,4 @@
-"""Training data: a manifest of healthy (or lesion-masked) scans → normalised slices on the model grid."""
+"""Training data: a manifest of healthy (or lesion-masked) scans → normalised slices or volumes on the model grid."""
 from __future__ import annotations
 
 import csv
@@ -70,8 +70,9 @@ def read_cases(path: str | Path, calibration_fraction: float = 0.2) -> list[Case
 
 
 @dataclass
-class SliceSet:
-    """Axial slices (N, H, W) on the model grid: ``image`` normalised, ``brain`` and ``valid`` (brain minus lesion)."""
+class TrainingSet:
+    """Training samples on the model grid, (N, *spatial): axial slices (N, H, W) for a 2D model, whole volumes
+    (N, D, H, W) for a 3D model. ``image`` normalised; ``brain``; ``valid`` = brain minus lesion."""
 
     image: torch.Tensor
     brain: torch.Tensor
@@ -79,6 +80,10 @@ class SliceSet:
 
     def __len__(self) -> int:
         return self.image.shape[0]
+
+    @property
+    def dims(self) -> int:
+        return self.image.dim() - 1
 
 
 @dataclass
@@ -98,42 +103,46 @@ def read_case(case: Case) -> CaseVolumes:
     return CaseVolumes(image, affine, brain, lesion)
 
 
-def healthy_region(prepared: PreparedVolume, volumes: CaseVolumes, margin: int = 2) -> torch.Tensor:
-    """Brain minus the lesion on the model grid (z, y, x), the lesion dilated in-plane by ``margin`` voxels because
-    lesion borders are rarely labelled tightly."""
+def healthy_region(prepared: PreparedVolume, volumes: CaseVolumes, dims: int = 2, margin: int = 2) -> torch.Tensor:
+    """Brain minus the lesion on the model grid (z, y, x), the lesion dilated by ``margin`` voxels (in-plane for a
+    2D model, in 3D for a 3D one) because lesion borders are rarely labelled tightly."""
     if volumes.lesion is None:
         return prepared.brain.clone()
-    lesion = prepared.grid.from_input(volumes.lesion, volumes.affine) > 0.1
+    lesion = (prepared.grid.from_input(volumes.lesion, volumes.affine) > 0.1).float()
     k = 2 * margin + 1
-    lesion = F.max_pool2d(lesion.float()[:, None], k, stride=1, padding=margin)[:, 0] > 0
-    return prepared.brain & ~lesion
+    if dims == 2:
+        lesion = F.max_pool2d(lesion[:, None], k, stride=1, padding=margin)[:, 0]
+    else:
+        lesion = F.max_pool3d(lesion[None, None], k, stride=1, padding=margin)[0, 0]
+    return prepared.brain & ~(lesion > 0)
 
 
-def load_slices(cases: list[Case], grid_config: dict, divisor: int, min_brain_pixels: int = 200) -> SliceSet:
-    """Prepare every case exactly as inference does and keep the slices with enough brain.
+def load_training_set(cases: list[Case], grid_config: dict, dims: int, divisor: int,
+                      min_brain_pixels: int = 200) -> TrainingSet:
+    """Prepare every case exactly as inference does: its axial slices with enough brain (2D) or the whole volume (3D),
+    all zero-padded to one common shape (at least the grid's ``min_size``).
 
-    The lesion (see :func:`healthy_region`) is excluded from the loss and hidden from the masked model's input.
+    The lesion (see :func:`healthy_region`) is excluded from the loss and hidden from the model's input.
     """
-    size = tuple(grid_config["min_size"][1:])
-    images, brains, valids = [], [], []
+    divisors = (1, divisor, divisor) if dims == 2 else (divisor,) * 3
+    samples = []
     for case in cases:
         volumes = read_case(case)
-        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid_config, (1, divisor, divisor))
-        valid = healthy_region(prepared, volumes)
-        keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
-        for volume, bucket in ((prepared.image, images), (prepared.brain, brains), (valid, valids)):
-            bucket.append(center_crop_or_pad(volume[keep], size))
-    return SliceSet(torch.cat(images), torch.cat(brains), torch.cat(valids))
+        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid_config, divisors)
+        triple = (prepared.image, prepared.brain, healthy_region(prepared, volumes, dims))
+        if dims == 2:
+            keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
+            samples.append(tuple(v[keep] for v in triple))
+        else:
+            samples.append(tuple(v[None] for v in triple))
+    shape = [max(m, *(s[0].shape[axis + 1] for s in samples))
+             for axis, m in enumerate(grid_config["min_size"][3 - dims:])]
+    return TrainingSet(*(torch.cat([pad_to(s[i], shape) for s in samples]) for i in range(3)))
 
 
-def center_crop_or_pad(volume: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, H, W) → (N, *size), centred; padding with zeros (False)."""
-    out = torch.zeros((volume.shape[0], *size), dtype=volume.dtype)
-    src, dst = [], []
-    for have, want in zip(volume.shape[1:], size):
-        lo_src, lo_dst = max((have - want) // 2, 0), max((want - have) // 2, 0)
-        n = min(have, want)
-        src.append(slice(lo_src, lo_src + n))
-        dst.append(slice(lo_dst, lo_dst + n))
-    out[:, dst[0], dst[1]] = volume[:, src[0], src[1]]
+def pad_to(samples: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """(N, *spatial) → (N, *shape), zero-padded (False) around the centre."""
+    out = torch.zeros((samples.shape[0], *shape), dtype=samples.dtype)
+    region = tuple(slice((want - have) // 2, (want - have) // 2 + have) for have, want in zip(samples.shape[1:], shape))
+    out[(slice(None), *region)] = samples
     return out

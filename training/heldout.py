@@ -1,9 +1,13 @@
 """Held-out Dice of a model against a plain intensity threshold, both calibrated only on healthy data.
 
     python -m itermask_training.heldout --model flair-2d --case DIR [--case DIR ...]
+    python -m itermask_training.heldout --model t1-3d --policy itermask3d --case ../shared/data/ms_lesjak2017/patient26 \
+        --image-name T1 --brain-name "" --label-name lesion_mask
 
-Each case folder holds a BraTS-style FLAIR, brain mask and ``OTMultiClass`` label. The IterMask threshold and the
-intensity threshold both come from the bundle's calibration (healthy held-out data); no label picks a threshold.
+Each case folder holds the scan (``--image-name``), a brain mask (``--brain-name``; empty: the scan is skull-stripped,
+its non-zero region is the brain) and a label (``--label-name``; any non-zero voxel is lesion), all ``.nii.gz``.
+The IterMask threshold and the intensity threshold both come from the bundle's calibration (healthy held-out data);
+no label picks a threshold.
 """
 from __future__ import annotations
 
@@ -40,12 +44,12 @@ def intensity_baseline(image: np.ndarray, brain: np.ndarray, threshold: float) -
     return (z > threshold) & brain
 
 
-def evaluate_case(model: itermask.ModelBundle, folder: Path, image_name: str, policies: list[str],
-                  seed: int = 0) -> dict:
+def evaluate_case(model: itermask.ModelBundle, folder: Path, image_name: str, policies: list[str], seed: int = 0,
+                  brain_name: str = "brainmask", label_name: str = "OTMultiClass") -> dict:
     """Per-volume Dice of each policy and of the intensity baseline on one labelled case."""
     image, affine = read_volume(folder / f"{image_name}.nii.gz")
-    brain = read_volume(folder / "brainmask.nii.gz")[0] > 0.5
-    truth = (read_volume(folder / "OTMultiClass.nii.gz")[0] > 0) & brain
+    brain = read_volume(folder / f"{brain_name}.nii.gz")[0] > 0.5 if brain_name else image != 0
+    truth = (read_volume(folder / f"{label_name}.nii.gz")[0] > 0) & brain
     baseline = intensity_baseline(image, brain, model.calibration["intensity_threshold"])
     normalised = iterative_zscore(torch.from_numpy(image.astype(np.float32)), torch.from_numpy(brain)).numpy()
     row = {"case": folder.name, "lesion_ml": float(truth.sum()) / 1000, "intensity_dice": dice(baseline, truth),
@@ -68,12 +72,15 @@ def main() -> None:
     parser.add_argument("--model", default="flair-2d")
     parser.add_argument("--case", action="append", required=True, type=Path)
     parser.add_argument("--image-name", default="Flair_subtrMeanDivStd")
+    parser.add_argument("--brain-name", default="brainmask", help="empty: the non-zero region of the scan")
+    parser.add_argument("--label-name", default="OTMultiClass")
     parser.add_argument("--policy", action="append", choices=["itermask2", "itermask3d"],
                         help="policies to score (default: itermask2)")
     args = parser.parse_args()
     policies = args.policy or ["itermask2"]
     model = itermask.load_model(args.model)
-    rows = [evaluate_case(model, folder, args.image_name, policies) for folder in args.case]
+    rows = [evaluate_case(model, folder, args.image_name, policies, brain_name=args.brain_name,
+                          label_name=args.label_name) for folder in args.case]
     print("| case | lesion ml | method | Dice (calibrated threshold) | Dice of final mask | ORACLE Dice | "
           "iterations | s |")
     print("|---|---|---|---|---|---|---|---|")

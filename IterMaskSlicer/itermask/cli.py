@@ -64,7 +64,9 @@ def _choose_model(args) -> ModelBundle:
         if args.modality and check_modality(args.modality) != bundle.modality:
             raise ItermaskError(f"model {bundle.name} is for {bundle.modality}, not {check_modality(args.modality)}")
         return bundle
-    return load_model(default_model_name(args.modality or "FLAIR"))
+    modality = args.modality or "FLAIR"
+    wants_3d = args.policy == "itermask3d" and f"{modality.lower()}-3d" in available_models()
+    return load_model(default_model_name(modality, 3 if wants_3d else 2))
 
 
 def _cmd_segment(args) -> int:
@@ -123,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", default=".", metavar="OUTDIR")
     seg.add_argument("--brain-mask", action="append", metavar="MASK", help="once for all inputs, or once per input")
     seg.add_argument("--modality", type=str.upper, metavar="|".join(MODALITIES))
-    seg.add_argument("--model", metavar="NAME_OR_PATH")
-    seg.add_argument("--policy", default="itermask2", choices=list(POLICIES))
+    seg.add_argument("--model", metavar="NAME_OR_PATH",
+                     help="bundle name (see `itermask models`) or path; default <modality>-2d, or <modality>-3d "
+                          "for --policy itermask3d when installed")
+    seg.add_argument("--policy", default="itermask2", choices=list(POLICIES),
+                     help="itermask2: τ calibrated on healthy scans; itermask3d: τ found for this scan from its "
+                          "shrink path (≈100 forward passes)")
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     seg.set_defaults(func=_cmd_segment)

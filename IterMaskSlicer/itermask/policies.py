@@ -17,13 +17,15 @@ from .thresholding import StopThreshold, stop_threshold
 class Proposal:
     """The next step: hide ``mask``; ``tau`` produced it (None when no threshold did); ``phase`` names the part of
     the run; ``restart`` means the whole brain is hidden again (the first-iteration reconstruction);
-    ``tau_stop``: a subject-specific τ found just now, for the session to use from here on."""
+    ``tau_stop``: a subject-specific τ found just now, for the session to use from here on; ``hidden_only``: the
+    next step's errors are read only under ``mask`` (the reconstruction may skip what cannot affect them)."""
 
     mask: torch.Tensor
     tau: float | None
     phase: str
     restart: bool = False
     tau_stop: float | None = None
+    hidden_only: bool = False
 
 
 def _shrink(session, tau: float) -> torch.Tensor:
@@ -126,7 +128,7 @@ class SubjectSpecific:
         keep[order] = False
         mask = torch.zeros_like(it.mask)
         mask[it.mask] = keep
-        return Proposal(mask, tau, "path")
+        return Proposal(mask, tau, "path", hidden_only=True)
 
     def converged(self, session, proposal: Proposal) -> bool:
         it = session.current

@@ -66,6 +66,18 @@ def choose_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def healthy_percentiles(score: dict, healthy: list[dict]) -> dict:
+    """Where a scan's ``final_mask_ml`` and ``mean_error`` fall among healthy calibration scans: the percentage of
+    them scoring at most as much (100 = beyond every healthy scan: an artifact or a lesion), and how many there were.
+
+    >>> healthy_percentiles({"final_mask_ml": 5.0, "mean_error": 0.1}, [{"final_mask_ml": 2.0, "mean_error": 0.3}])
+    {'final_mask_ml': 100.0, 'mean_error': 0.0, 'healthy_scans': 1}
+    """
+    out = {key: (100.0 * sum(h[key] <= score[key] for h in healthy) / len(healthy) if healthy else None)
+           for key in ("final_mask_ml", "mean_error")}
+    return dict(out, healthy_scans=len(healthy))
+
+
 class Session:
     """IterMask on one scan.
 
@@ -176,7 +188,7 @@ class Session:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         noise = torch.randn(self.prepared.image.shape, generator=generator)
         start = time.perf_counter()
-        recon = self._reconstruct(proposal.mask, noise, first=proposal.restart)
+        recon = self._reconstruct(proposal.mask, noise, first=proposal.restart, hidden_only=proposal.hidden_only)
         error = torch.where(self.prepared.brain, (recon - self.prepared.image) ** 2, torch.zeros(()))
         self.iterations.append(Iteration(index, proposal.mask, recon, error, proposal.tau, proposal.phase,
                                          time.perf_counter() - start))
@@ -205,8 +217,11 @@ class Session:
         amap = self.anomaly_map()
         mask = ((amap > threshold) & self.prepared.input_brain).astype(np.uint8)
         voxel_ml = abs(np.linalg.det(self.prepared.input_affine[:3, :3])) / 1000.0
-        final_mask_ml = float(self.prepared.mask_to_input(self.current.mask).sum() * voxel_ml)
+        # On the model grid, as the healthy reference was measured, so the two compare whatever the input's voxels.
+        final_mask_ml = float(self.current.mask.sum()) * self.prepared.grid.spacing ** 3 / 1000.0
         score = {"final_mask_ml": final_mask_ml, "segmentation_ml": float(mask.sum() * voxel_ml),
                  "mean_error": float(self.current.error[self.prepared.brain].mean())}
+        score["healthy_percentile"] = healthy_percentiles(score, self.model.calibration.get("healthy_scans", {})
+                                                          .get(self.policy.name, []))
         return Result(amap, mask, threshold, [it.summary(self.brain_voxels) for it in self.iterations[:self.position + 1]],
                       self.converged, score, dict(self.policy.describe(self), name=self.policy.name))
