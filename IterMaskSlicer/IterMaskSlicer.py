@@ -227,7 +227,8 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget):
         self.setQuietly(self.ui.iterationSlider, session.position, maximum=max(len(session.iterations) - 1, 0))
         stop = session.policy.describe(session).get("tau_stop")
         self.ui.tauStopLabel.text = "—" if stop is None else f"{stop:.3f}"
-        self.setQuietly(self.ui.tauSlider, session.tau, maximum=max(self.ui.tauSlider.maximum, session.tau))
+        for slider, value in ((self.ui.tauSlider, session.tau), (self.ui.thresholdSlider, session.threshold)):
+            self.setQuietly(slider, value, maximum=max(slider.maximum, value))
         it = session.current
         self.ui.statusLabel.text = (f"Iteration {it.index} ({it.phase}): mask {100 * it.mask.sum().item() / session.brain_voxels:.1f}% "
                                     f"of the brain, {it.seconds:.1f} s")

@@ -48,6 +48,12 @@ def tiny_model_3d(tmp_path_factory) -> Path:
                        "--batch-size", "2", "--channels", "8", "16", "32", "--size", "32", "--lr", "3e-3")
 
 
+@pytest.fixture(params=["tiny_model", "tiny_model_3d"], ids=["2d", "3d"])
+def either_model(request) -> Path:
+    """Each tiny model in turn, for behaviour that 2D (IterMask²) and 3D (IterMask3D) bundles share."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture(scope="session")
 def ms_flair():
     """The MS patient's skull-stripped FLAIR (LAS), its affine, and a brain mask from its non-zero region."""
@@ -55,6 +61,14 @@ def ms_flair():
 
     image, affine = read_volume(MS / "FLAIR.nii.gz")
     return image.astype(np.float32), affine, image != 0
+
+
+@pytest.fixture(scope="session")
+def scan(ms_flair):
+    """The MS FLAIR with a 14 mm bright sphere inserted in right-hemisphere white matter: (image, affine, brain, blob)."""
+    image, affine, brain = ms_flair
+    image, blob = insert_blob(image, brain, affine, (30.0, -20.0, 20.0), 14.0)
+    return image, affine, brain, blob
 
 
 def insert_blob(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, centre_mm, radius_mm: float,

@@ -3,7 +3,7 @@
 τ follows the paper: a percentile of the errors of healthy voxels hidden by random training masks. The
 segmentation threshold must match what it is applied to — the *final* anomaly map of a whole IterMask run, where
 most healthy tissue is visible again — so it is a high percentile of the healthy voxels of final anomaly maps of
-full runs (the bundle's default policy) on the calibration scans (their labelled lesions, if any, left out).
+full IterMask² runs on the calibration scans (their labelled lesions, if any, left out).
 
 The same runs give the healthy reference for the scan-level anomaly score (artifact / quality-control use): each
 calibration scan's final mask volume and mean error, for each policy, counted over its healthy region only.
@@ -33,12 +33,13 @@ def calibrate(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int = 4
     bundle.metadata["calibration"] = {"tau": tau_part["tau"], "threshold": 0.0}
     runs = {policy: [_calibration_run(bundle, case, seed, policy) for case in cases]
             for policy in POLICIES}
-    final_errors = np.concatenate([run["errors"] for run in runs[bundle.metadata["policy"]["default"]]])
+    # The calibrated threshold is the fixed-τ policy's; the subject-specific one segments at the subject's τ_stop.
+    final_errors = np.concatenate([run["errors"] for run in runs["itermask2"]])
     return dict(tau_part, threshold=float(np.percentile(final_errors, THRESHOLD_PERCENTILE)),
                 threshold_percentile=THRESHOLD_PERCENTILE, threshold_voxels=int(final_errors.size),
                 healthy_scans={policy: [run["score"] for run in found] for policy, found in runs.items()},
                 method="tau: percentile of healthy hidden-voxel errors under random training masks; threshold: "
-                       "percentile of healthy voxels of final anomaly maps of full runs of the default policy")
+                       "percentile of healthy voxels of final anomaly maps of full IterMask² runs")
 
 
 def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) -> dict:

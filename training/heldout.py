@@ -1,4 +1,4 @@
-"""Held-out Dice of a model against a plain intensity threshold, both calibrated only on healthy data.
+"""Held-out Dice of a model against a plain intensity threshold, neither threshold chosen with labels.
 
     python -m itermask_training.heldout --model flair-2d --case DIR [--case DIR ...]
     python -m itermask_training.heldout --model t1-3d --policy itermask3d --case ../shared/data/ms_lesjak2017/patient26 \
@@ -6,8 +6,8 @@
 
 Each case folder holds the scan (``--image-name``), a brain mask (``--brain-name``; empty: the scan is skull-stripped,
 its non-zero region is the brain) and a label (``--label-name``; any non-zero voxel is lesion), all ``.nii.gz``.
-The IterMask threshold and the intensity threshold both come from the bundle's calibration (healthy held-out data);
-no label picks a threshold.
+The IterMask threshold is the policy's own (IterMask²: calibrated on healthy held-out data; IterMask3D: the subject's
+τ_stop) and the intensity threshold comes from the bundle's calibration; no label picks a threshold.
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def evaluate_case(model: itermask.ModelBundle, folder: Path, image_name: str, po
         session = itermask.Session(model, image, affine, brain, policy=policy, seed=seed, device="cpu")
         result = session.run()
         final_mask = session.prepared.mask_to_input(session.current.mask)
-        row[policy] = {"dice": dice(result.mask > 0, truth), "final_mask_dice": dice(final_mask, truth),
+        row[policy] = {"dice": dice(result.mask > 0, truth), "threshold": result.threshold,
+                       "final_mask_dice": dice(final_mask, truth),
                        "oracle_dice": oracle_dice(result.anomaly_map, truth, brain),
                        "iterations": len(result.iterations), "seconds": round(time.perf_counter() - start, 1),
                        "tau_stop": result.policy.get("tau_stop"), "segmentation_ml": result.scan_score["segmentation_ml"],
@@ -81,15 +82,17 @@ def main() -> None:
     model = itermask.load_model(args.model)
     rows = [evaluate_case(model, folder, args.image_name, policies, brain_name=args.brain_name,
                           label_name=args.label_name) for folder in args.case]
-    print("| case | lesion ml | method | Dice (calibrated threshold) | Dice of final mask | ORACLE Dice | "
+    print("| case | lesion ml | method | Dice (policy's threshold) | threshold | Dice of final mask | ORACLE Dice | "
           "iterations | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for p in policies:
             c = r[p]
-            print(f"| {r['case']} | {r['lesion_ml']:.1f} | {p} | {c['dice']:.3f} | {c['final_mask_dice']:.3f} | "
+            print(f"| {r['case']} | {r['lesion_ml']:.1f} | {p} | {c['dice']:.3f} | {c['threshold']:.3g} | "
+                  f"{c['final_mask_dice']:.3f} | "
                   f"{c['oracle_dice']:.3f} | {c['iterations']} | {c['seconds']} |")
-        print(f"| {r['case']} | {r['lesion_ml']:.1f} | intensity threshold | {r['intensity_dice']:.3f} | – | "
+        print(f"| {r['case']} | {r['lesion_ml']:.1f} | intensity threshold | {r['intensity_dice']:.3f} | "
+              f"{model.calibration['intensity_threshold']:.3g} | – | "
               f"{r['intensity_oracle_dice']:.3f} | – | – |")
     print(json.dumps(rows))
 

@@ -246,15 +246,19 @@ class IterMaskLogic:
         nodes.set_voxels(self.outputs["mask"], self.iteration_mask(index).astype(np.uint8))
         nodes.set_voxels(self.outputs["anomaly_map"], self.anomaly_map(index))
         self._style_anomaly_map()
-        self.preview_threshold(session.threshold)
+        self.preview_threshold()
         self.outputs["plot"].update(session)
         self.outputs["browser"].SetSelectedItemNumber(index)
         self._store_state()
 
-    def preview_threshold(self, threshold: float) -> np.ndarray:
-        """Segmentation preview = cached anomaly map > ``threshold`` inside the brain; returns the (i, j, k) mask."""
+    def preview_threshold(self, threshold: float | None = None) -> np.ndarray:
+        """Segmentation preview = cached anomaly map > ``threshold`` inside the brain; returns the (i, j, k) mask.
+
+        A given ``threshold`` is a person's choice and stays the session's; None previews the session's own (the
+        policy's default, which for IterMask3D becomes τ_stop once the path has found it)."""
         session = self._require_session()
-        session.threshold = float(threshold)
+        if threshold is not None:
+            session.threshold = float(threshold)
         preview = (self.anomaly_map() > session.threshold) & session.prepared.input_brain
         nodes.set_voxels(self.outputs["preview"], preview.astype(np.uint8))
         self.parameter_node().SetParameter("Threshold", repr(session.threshold))
@@ -322,7 +326,7 @@ class IterMaskLogic:
             raise ItermaskError("run at least one step before applying")
         if source not in ("segmentation", "mask"):
             raise ItermaskError(f"unknown result source {source!r}")
-        mask = self.preview_threshold(session.threshold) if source == "segmentation" else \
+        mask = self.preview_threshold() if source == "segmentation" else \
             self.iteration_mask(session.position)
         node = nodes.segmentation_from_mask(self.scene, mask, self.volume, f"{self.volume.GetName()} IterMask",
                                             segment_name, MASK_COLOR)

@@ -17,15 +17,13 @@ from .thresholding import StopThreshold, stop_threshold
 class Proposal:
     """The next step: hide ``mask``; ``tau`` produced it (None when no threshold did); ``phase`` names the part of
     the run; ``restart`` means the whole brain is hidden again (the first-iteration reconstruction);
-    ``tau_stop``: a subject-specific τ found just now, for the session to use from here on; ``hidden_only``: the
-    next step's errors are read only under ``mask`` (the reconstruction may skip what cannot affect them)."""
+    ``tau_stop``: a subject-specific τ found just now, for the session to use from here on."""
 
     mask: torch.Tensor
     tau: float | None
     phase: str
     restart: bool = False
     tau_stop: float | None = None
-    hidden_only: bool = False
 
 
 def _shrink(session, tau: float) -> torch.Tensor:
@@ -64,6 +62,10 @@ class FixedTau:
             return not proposal.mask.any()
         return _size_changed_less_than(session, proposal, self.settings["min_shrink"])
 
+    def default_threshold(self, session) -> float:
+        """The segmentation threshold calibrated on healthy scans."""
+        return float(session.model.calibration["threshold"])
+
     def describe(self, session) -> dict:
         return {"tau": session.tau}
 
@@ -72,7 +74,7 @@ class SubjectSpecific:
     """IterMask3D: a *path* that unmasks 1 % of the brain per step and records the τ(t) that does it, a fit of
     ``a·tan(b·t)`` giving τ_stop, then a *final* run from the whole brain with ``m = b ∧ (e > τ_stop)`` (so the
     mask can grow back) until its size changes by less than 1 % (voxels that trade places under fresh noise do not
-    count: a symmetric difference stays near 1–2 % for ever).
+    count: a symmetric difference stays near 1–2 % for ever). The anomaly map is segmented at τ_stop too.
 
     The path runs until the mask is empty: the tangent is fitted to the whole path, so stopping it early changes
     τ_stop (measured with a small model on the MS scan: cutting the path 10 or 20 steps after t* moved τ_stop by
@@ -128,7 +130,14 @@ class SubjectSpecific:
         keep[order] = False
         mask = torch.zeros_like(it.mask)
         mask[it.mask] = keep
-        return Proposal(mask, tau, "path", hidden_only=True)
+        return Proposal(mask, tau, "path")
+
+    def default_threshold(self, session) -> float:
+        """τ in force for the final run (τ_stop unless a person changed it): the paper's point is a threshold from the
+        subject itself, with no healthy validation data; before the path is done, the calibrated one."""
+        if session.current is None or self.stop(session) is None:
+            return float(session.model.calibration["threshold"])
+        return float(session.tau)
 
     def converged(self, session, proposal: Proposal) -> bool:
         it = session.current

@@ -27,7 +27,7 @@ class VolumeReconstructor:
 
     def __init__(self, bundle: ModelBundle, image: torch.Tensor, brain: torch.Tensor, device: torch.device,
                  chunk: int = 64):
-        self.bundle, self.device, self.chunk, self.image = bundle, device, chunk, image
+        self.bundle, self.device, self.chunk = bundle, device, chunk
         freq = bundle.metadata["frequency"]
         if bundle.dims == 2:
             self.slices = brain.any(dim=(1, 2)).nonzero()[:, 0]
@@ -36,34 +36,22 @@ class VolumeReconstructor:
             self.slices = None
             self.x = image[None, None].to(device)
         self.x_f = high_frequency(self.x, freq["radius"], bundle.dims, freq["reference_size"])
+        self.shape = image.shape
 
     @torch.inference_mode()
-    def __call__(self, mask: torch.Tensor, noise: torch.Tensor, first: bool = False,
-                 hidden_only: bool = False) -> torch.Tensor:
-        """Reconstruction (z, y, x) on the model grid (CPU) of the image with ``mask`` (z, y, x) hidden under ``noise``.
-
-        ``hidden_only``: the caller reads the result only where ``mask`` is set, so a 2D bundle skips the slices
-        with nothing hidden (each slice is reconstructed independently, so the others come out the same) and returns
-        the image itself there (error 0).
-        """
+    def __call__(self, mask: torch.Tensor, noise: torch.Tensor, first: bool = False) -> torch.Tensor:
+        """Reconstruction (z, y, x) on the model grid (CPU) of the image with ``mask`` (z, y, x) hidden under ``noise``."""
         role = "first" if first and "first" in self.bundle.networks else ("masked" if self.bundle.dims == 2 else "unified")
         net = self.bundle.networks[role]
-        if self.slices is None:
-            return self._run(net, role, mask[None, None], noise[None, None], slice(None))[0, 0]
-        rows = torch.arange(len(self.slices))
-        if hidden_only:
-            rows = rows[mask[self.slices].any(dim=(1, 2))]
-        picked = self.slices[rows]
-        volume = self.image.clone()
-        volume[picked] = self._run(net, role, mask[picked][:, None], noise[picked][:, None], rows)[:, 0]
-        return volume
-
-    def _run(self, net, role: str, mask: torch.Tensor, noise: torch.Tensor, rows) -> torch.Tensor:
-        """The network on samples ``rows`` of the prepared input, in chunks; (N, 1, *spatial) on the CPU."""
-        x, x_f = self.x[rows], self.x_f[rows]
-        m, eps = mask.to(self.device), noise.to(self.device)
-        return torch.cat([
-            net(network_input(role, x[i:i + self.chunk], x_f[i:i + self.chunk], m[i:i + self.chunk],
+        pick = (lambda v: v[self.slices][:, None]) if self.slices is not None else (lambda v: v[None, None])
+        m, eps = pick(mask).to(self.device), pick(noise).to(self.device)
+        out = torch.cat([
+            net(network_input(role, self.x[i:i + self.chunk], self.x_f[i:i + self.chunk], m[i:i + self.chunk],
                               eps[i:i + self.chunk]))
-            for i in range(0, x.shape[0], self.chunk)
+            for i in range(0, self.x.shape[0], self.chunk)
         ]).float().cpu()
+        if self.slices is None:
+            return out[0, 0]
+        volume = torch.zeros(self.shape)
+        volume[self.slices] = out[:, 0]
+        return volume

@@ -88,8 +88,8 @@ class Session:
         policy: ``"itermask2"`` (fixed τ from calibration) or ``"itermask3d"`` (subject-specific τ_stop from the
             shrink path; see :mod:`itermask.policies`).
         tau: shrink threshold (default: the bundle's calibrated τ, or τ_stop once the path has found it);
-            ``threshold``: segmentation threshold on the anomaly map (default: the bundle's calibrated one). Both are
-            in squared normalised-intensity units.
+            ``threshold``: segmentation threshold on the anomaly map (default: the policy's — the bundle's calibrated
+            one for IterMask², the subject's own τ_stop for IterMask3D). Both in squared normalised-intensity units.
 
     Example::
 
@@ -109,7 +109,7 @@ class Session:
         self.policy = POLICIES[policy](self.settings)
         self.tau_from_user = None if tau is None else float(tau)
         self.tau = float(model.calibration["tau"] if tau is None else tau)
-        self.threshold = float(model.calibration["threshold"] if threshold is None else threshold)
+        self.threshold_from_user = None if threshold is None else float(threshold)
         self.device = choose_device(device)
         net = next(iter(model.networks.values()))
         divisor = (net.divisor if model.dims == 3 else 1, net.divisor, net.divisor)
@@ -120,6 +120,17 @@ class Session:
         self.iterations: list[Iteration] = []
         self.position = -1
         self._pending_mask: torch.Tensor | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The segmentation threshold: a person's choice if made, else the policy's default."""
+        if self.threshold_from_user is not None:
+            return self.threshold_from_user
+        return self.policy.default_threshold(self)
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.threshold_from_user = float(value)
 
     # --- navigation -------------------------------------------------------------------------------------------
     @property
@@ -188,7 +199,7 @@ class Session:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         noise = torch.randn(self.prepared.image.shape, generator=generator)
         start = time.perf_counter()
-        recon = self._reconstruct(proposal.mask, noise, first=proposal.restart, hidden_only=proposal.hidden_only)
+        recon = self._reconstruct(proposal.mask, noise, first=proposal.restart)
         error = torch.where(self.prepared.brain, (recon - self.prepared.image) ** 2, torch.zeros(()))
         self.iterations.append(Iteration(index, proposal.mask, recon, error, proposal.tau, proposal.phase,
                                          time.perf_counter() - start))
