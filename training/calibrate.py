@@ -60,7 +60,7 @@ def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) ->
 def _hidden_voxel_errors(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int) -> dict:
     """τ from the masked (or unified) model's errors on healthy calibration slices or volumes hidden like in training
     (never wholly); the intensity baseline's threshold from the same data. Each sample gets ``rounds`` fresh masks."""
-    role = "masked" if bundle.dims == 2 else "unified"
+    role = bundle.masked_role
     net = bundle.networks[role]
     samples = load_training_set(cases, bundle.metadata["grid"], bundle.dims, net.divisor)
     gen = torch.Generator().manual_seed(seed + 1)

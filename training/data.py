@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from itermask.bundle import grid_divisor
 from itermask.errors import ItermaskError
 from itermask.io import SUFFIXES, read_volume, scan_stem
 from itermask.preprocess import PreparedVolume, prepare_volume
@@ -124,7 +125,7 @@ def load_training_set(cases: list[Case], grid_config: dict, dims: int, divisor: 
 
     The lesion (see :func:`healthy_region`) is excluded from the loss and hidden from the model's input.
     """
-    divisors = (1, divisor, divisor) if dims == 2 else (divisor,) * 3
+    divisors = grid_divisor(dims, divisor)
     samples = []
     for case in cases:
         volumes = read_case(case)

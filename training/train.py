@@ -104,7 +104,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
     cases = read_cases(config.source)
     config.data = [as_listed(c.image, config.source) for c in cases if c.split == "train"]
     bundle = ModelBundle.create(config.metadata())
-    divisor = next(iter(bundle.networks.values())).divisor
+    divisor = bundle.networks[bundle.masked_role].divisor
     samples = load_training_set([c for c in cases if c.split == "train"], bundle.metadata["grid"], config.dims, divisor)
     calibration_cases = [c for c in cases if c.split == "calibration"]
     if not calibration_cases:

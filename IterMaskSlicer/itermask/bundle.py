@@ -41,6 +41,16 @@ class ModelBundle:
     dims = property(lambda self: int(self.metadata["dims"]))
     calibration = property(lambda self: self.metadata["calibration"])
 
+    @property
+    def masked_role(self) -> str:
+        """The network that reconstructs partly hidden images: ``masked`` (2D pair) or ``unified`` (3D)."""
+        return "masked" if self.dims == 2 else "unified"
+
+    @property
+    def grid_divisor(self) -> tuple[int, int, int]:
+        """(z, y, x) multiple every model-grid side must be for this bundle's networks."""
+        return grid_divisor(self.dims, self.networks[self.masked_role].divisor)
+
     @classmethod
     def create(cls, metadata: dict) -> "ModelBundle":
         """Fresh (untrained) networks as ``metadata["architecture"]`` describes them."""
@@ -96,6 +106,15 @@ class ModelBundle:
                 raise ItermaskError(f"{path}: the weights of network '{role}' do not match its architecture") from None
             net.eval()
         return bundle
+
+
+def grid_divisor(dims: int, net_divisor: int) -> tuple[int, int, int]:
+    """(z, y, x) multiple every model-grid side must be: a 2D model runs axial slices, so none along z.
+
+    >>> grid_divisor(2, 8), grid_divisor(3, 8)
+    ((1, 8, 8), (8, 8, 8))
+    """
+    return (1 if dims == 2 else net_divisor, net_divisor, net_divisor)
 
 
 def _check_metadata(metadata: dict, where: str) -> None:

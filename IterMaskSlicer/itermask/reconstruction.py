@@ -41,7 +41,7 @@ class VolumeReconstructor:
     @torch.inference_mode()
     def __call__(self, mask: torch.Tensor, noise: torch.Tensor, first: bool = False) -> torch.Tensor:
         """Reconstruction (z, y, x) on the model grid (CPU) of the image with ``mask`` (z, y, x) hidden under ``noise``."""
-        role = "first" if first and "first" in self.bundle.networks else ("masked" if self.bundle.dims == 2 else "unified")
+        role = "first" if first and "first" in self.bundle.networks else self.bundle.masked_role
         net = self.bundle.networks[role]
         pick = (lambda v: v[self.slices][:, None]) if self.slices is not None else (lambda v: v[None, None])
         m, eps = pick(mask).to(self.device), pick(noise).to(self.device)

@@ -111,9 +111,8 @@ class Session:
         self.tau = float(model.calibration["tau"] if tau is None else tau)
         self.threshold_from_user = None if threshold is None else float(threshold)
         self.device = choose_device(device)
-        net = next(iter(model.networks.values()))
-        divisor = (net.divisor if model.dims == 3 else 1, net.divisor, net.divisor)
-        self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata["grid"], divisor)
+        self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata["grid"],
+                                                       model.grid_divisor)
         model.to(self.device)
         self._reconstruct = VolumeReconstructor(model, self.prepared.image, self.prepared.brain, self.device)
         self.brain_voxels = int(self.prepared.brain.sum())
