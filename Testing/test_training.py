@@ -42,6 +42,10 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path):
     assert not (sliced / "t.pt").exists() and (sliced / "checkpoint.ckpt").exists()
     assert main(train_args(sliced)) == 0
     a, b = ModelBundle.load(straight / "t.pt"), ModelBundle.load(sliced / "t.pt")
+    # The loss log of the resumed run is the uninterrupted one's, step for step; its curve is drawn.
+    log = (straight / "training_log.csv").read_text()
+    assert (sliced / "training_log.csv").read_text() == log
+    assert len(log.splitlines()) == 1 + 12 * 2 and (sliced / "loss.png").stat().st_size > 0
     for role in a.networks:
         for x, y in zip(a.networks[role].state_dict().values(), b.networks[role].state_dict().values()):
             assert torch.allclose(x, y, atol=1e-6)

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from itermask.bundle import ModelBundle
-from itermask.reconstruction import network_input
 from itermask.policies import POLICIES
+from itermask.preprocess import prepare_volume
+from itermask.reconstruction import network_input, one_shot_reconstruction
 from itermask.session import Session
 
 from .batches import training_batch
@@ -56,6 +57,26 @@ def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) ->
     return {"errors": error.numpy(), "score": score}
 
 
+def calibrate_one_shot(bundle: ModelBundle, cases: list[Case], seed: int) -> dict:
+    """The segmentation threshold of a one-shot method — a baseline (AE, DAE) or IterMask's first iteration alone
+    (the frequency-only ablation) — by the same rule as IterMask²'s: the ``THRESHOLD_PERCENTILE`` of the errors of
+    healthy voxels of the calibration scans; and their mean errors, the healthy reference for scan-level scores."""
+    errors, scans = [], []
+    for case in cases:
+        volumes = read_case(case)
+        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, bundle.metadata["grid"],
+                                  bundle.grid_divisor)
+        error = (one_shot_reconstruction(bundle, prepared, seed) - prepared.image) ** 2
+        healthy = error[healthy_region(prepared, volumes, bundle.dims)].numpy()
+        errors.append(healthy)
+        scans.append({"mean_error": float(healthy.mean())})
+    errors = np.concatenate(errors)
+    return {"threshold": float(np.percentile(errors, THRESHOLD_PERCENTILE)),
+            "threshold_percentile": THRESHOLD_PERCENTILE, "threshold_voxels": int(errors.size),
+            "healthy_scans": {"one-shot": scans},
+            "method": "threshold: percentile of the healthy voxels of one-shot error maps of the calibration scans"}
+
+
 @torch.inference_mode()
 def _hidden_voxel_errors(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int) -> dict:
     """τ from the masked (or unified) model's errors on healthy calibration slices or volumes hidden like in training
@@ -69,7 +90,7 @@ def _hidden_voxel_errors(bundle: ModelBundle, cases: list[Case], seed: int, roun
     for _ in range(rounds):
         batch = training_batch(samples, len(samples), bundle.metadata, gen, index=torch.arange(len(samples)),
                                augment=False, whole_brain_fraction=0.0)
-        recon = torch.cat([net(network_input(role, x, f, h, n))
+        recon = torch.cat([net(network_input(role, x, f if bundle.uses_frequency else None, h, n))
                            for x, f, h, n in zip(*(batch[k].split(chunk) for k in ("x", "x_f", "hidden", "noise")))])
         counted = batch["hidden"] & batch["valid"]
         errors.append(((recon - batch["x"]) ** 2)[counted].numpy())

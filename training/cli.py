@@ -13,7 +13,9 @@ def _cmd_train(args) -> int:
     settings = dict(DEFAULTS_BY_DIMS[args.dims], **{k: v for k, v in chosen.items() if v is not None})
     settings["channels"] = tuple(settings["channels"])
     config = TrainConfig(source=args.data, output=args.output, name=args.name, modality=args.modality,
-                         dims=args.dims, lr=args.lr, seed=args.seed, **settings)
+                         dims=args.dims, lr=args.lr, seed=args.seed, method=args.method,
+                         frequency=not args.no_frequency, dae_noise=args.dae_noise, dae_noise_sd=args.dae_noise_sd,
+                         **settings)
     path = train(config, resume=not args.restart, stop_after=args.stop_after)
     print(f"wrote {path}" if path else f"stopped after {args.stop_after} steps; run again to resume")
     return 0
@@ -22,17 +24,19 @@ def _cmd_train(args) -> int:
 def _cmd_calibrate(args) -> int:
     from itermask import load_model
 
-    from .calibrate import calibrate
+    from .calibrate import calibrate, calibrate_one_shot
     from .data import read_cases
     from .train import as_listed
 
     bundle = load_model(args.model)
-    cases = [c for c in read_cases(args.data) if c.split == "calibration"]
+    cases = [c for c in read_cases(args.data, bundle.modality, report=print) if c.split == "calibration"]
     if not cases:
         raise SystemExit(f"{args.data} has no calibration case")
-    bundle.metadata["calibration"] = calibrate(bundle, cases, args.seed)
+    calibration = calibrate if bundle.method == "itermask" else calibrate_one_shot
+    bundle.metadata["calibration"] = calibration(bundle, cases, args.seed)
     bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, args.data) for c in cases]
-    print(f"tau {bundle.calibration['tau']:.4g}, threshold {bundle.calibration['threshold']:.4g}; "
+    tau = bundle.calibration.get("tau")  # one-shot baselines have no τ
+    print(("" if tau is None else f"tau {tau:.4g}, ") + f"threshold {bundle.calibration['threshold']:.4g}; "
           f"wrote {bundle.save(args.output)}")
     return 0
 
@@ -43,7 +47,8 @@ def register(subparsers) -> None:
                                             "and calibrate it")
     p.add_argument("--data", required=True,
                    help="a CSV manifest (columns image,brain_mask,lesion_mask,split; split: train or calibration) or a "
-                        "folder of scans with optional <name>_brainmask / <name>_lesion files beside them")
+                        "folder: BIDS, BraTS case folders, IXI names, or scans with optional <name>_brainmask / "
+                        "<name>_lesion files beside them")
     p.add_argument("-o", "--output", required=True, help="folder for checkpoint.ckpt and <name>.pt")
     p.add_argument("--name", required=True, help="bundle name, e.g. flair-2d")
     p.add_argument("--modality", required=True, type=str.upper, choices=MODALITIES)
@@ -57,6 +62,14 @@ def register(subparsers) -> None:
     p.add_argument("--spacing", type=float, help="model grid spacing in mm; default 2 (2D), 3 (3D)")
     p.add_argument("--size", type=int, help="smallest model grid side in voxels (2D: in-plane); default 96 (2D), 48 (3D)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("itermask", "ae", "dae"), default="itermask",
+                   help="ae / dae: an evaluation baseline on the same backbone and data (autoencoder; denoising "
+                        "autoencoder), not an IterMask model")
+    p.add_argument("--dae-noise", choices=("positive", "signed"), default="positive",
+                   help="DAE noise: hyper-intense only (the original DAE) or signed")
+    p.add_argument("--dae-noise-sd", type=float, default=1.2, help="DAE noise SD in z-score units (default 1.2)")
+    p.add_argument("--no-frequency", action="store_true",
+                   help="ablation 'spatial masking only': the masked network does not see the high-frequency image")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--stop-after", type=int, metavar="N", help="train at most N steps now, checkpoint, exit")
     p.set_defaults(func=_cmd_train)

@@ -11,8 +11,10 @@ from torch.nn import functional as F
 
 from itermask.bundle import grid_divisor
 from itermask.errors import ItermaskError
-from itermask.io import SUFFIXES, read_volume, scan_stem
+from itermask.io import read_volume
 from itermask.preprocess import PreparedVolume, prepare_volume
+
+from .discovery import discover
 
 SPLITS = ("train", "calibration")
 
@@ -47,27 +49,27 @@ def read_manifest(path: str | Path) -> list[Case]:
     return cases
 
 
-MASK_SUFFIXES = {"brain_mask": "_brainmask", "lesion_mask": "_lesion"}
-
-
-def read_cases(path: str | Path, calibration_fraction: float = 0.2) -> list[Case]:
+def read_cases(path: str | Path, modality: str | None = None, calibration_fraction: float = 0.2,
+               report=None) -> list[Case]:
     """Cases from a CSV manifest (see :func:`read_manifest`) or from a folder of scans.
 
-    In a folder, every image (``.nii``, ``.nii.gz``, ``.nrrd``) is a case; ``<name>_brainmask.*`` and
-    ``<name>_lesion.*`` beside it are its brain and lesion masks. The last ``calibration_fraction`` of the cases in
-    name order (at least one) are held out for calibration.
+    A folder may be laid out as BIDS, BraTS or IXI (found with :func:`~.discovery.discover`; these need the
+    ``modality``) or be a flat folder where ``<name>_brainmask.*`` and ``<name>_lesion.*`` lie beside ``<name>``.
+    The last ``calibration_fraction`` of the scans in name order (at least one) are held out for calibration.
+    ``report``: called with the discovery's account of what was found and skipped (e.g. ``print``).
     """
     path = Path(path)
     if not path.is_dir():
         return read_manifest(path)
-    files = {scan_stem(f): f for f in sorted(path.iterdir()) if f.name.lower().endswith(SUFFIXES)}
-    images = [stem for stem in files if not stem.endswith(tuple(MASK_SUFFIXES.values()))]
-    if len(images) < 2:
-        raise ItermaskError(f"{path}: need at least two scans (one is held out for calibration), found {len(images)}")
-    held_out = max(1, round(calibration_fraction * len(images)))
-    return [Case(files[stem], *(files.get(stem + suffix) for suffix in MASK_SUFFIXES.values()),
-                 "calibration" if i >= len(images) - held_out else "train")
-            for i, stem in enumerate(images)]
+    found = discover(path, modality)
+    if report is not None:
+        report(found.report())
+    scans = found.found
+    if len(scans) < 2:
+        raise ItermaskError(f"{path}: need at least two scans (one is held out for calibration), found {len(scans)}")
+    held_out = max(1, round(calibration_fraction * len(scans)))
+    return [Case(f.image, f.brain_mask, f.lesion_mask, "calibration" if i >= len(scans) - held_out else "train")
+            for i, f in enumerate(scans)]
 
 
 @dataclass

@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from itermask.bundle import ModelBundle, check_modality
+from itermask.bundle import LAYOUTS, ModelBundle, check_modality
 from itermask.reconstruction import network_input
 
 from .batches import training_batch
-from .calibrate import calibrate
+from .calibrate import calibrate, calibrate_one_shot
 from .data import load_training_set, read_cases
+from .log import TrainingLog
 
 # The paper's frequency cut-off in cycles per mm: radius 15 on 128² slices of ≈1.875 mm (2D), on 192³ at 1 mm (3D).
 PAPER_CUTOFF_PER_MM = {2: 15 / (128 * 1.875), 3: 15 / 192}
@@ -35,6 +36,11 @@ class TrainConfig:
     ``dims`` 2: IterMask² (a first-iteration and a masked network on axial slices); 3: IterMask3D (one unified
     network on whole volumes that also sees fully hidden brains, ``whole_brain_fraction`` of the samples).
     ``size``: the smallest model grid side in voxels (in-plane for 2D; every side for 3D).
+
+    ``method`` ``ae`` or ``dae`` trains an evaluation baseline on the same backbone and data instead: an autoencoder
+    (the UNet without skip connections) or a denoising autoencoder that removes coarse noise of ``dae_noise_sd``
+    (z-score units; the paper's 0.2 of the image range ≈ 1.2 SD), ``signed`` or hyper-intense only (``positive``).
+    ``frequency=False`` is the spatial-only ablation: the masked (unified) network never sees ``x_f``.
     """
 
     source: str                   # CSV manifest or folder of scans (see data.read_cases)
@@ -51,6 +57,11 @@ class TrainConfig:
     mask_coarse_px: float = 7.5   # 2D: paper 10 px on 128²; the same share of the field of view on 96²
     mask_cells_mm: tuple[float, ...] = (2.0, 4.0, 8.0)  # 3D: paper 1/2, 1/4, 1/8 of a 1 mm grid
     whole_brain_fraction: float = 0.25
+    method: str = "itermask"
+    frequency: bool = True
+    dae_noise: str = "positive"
+    dae_noise_sd: float = 1.2
+    dae_noise_cell_mm: float = 15.0  # paper: 16² noise on 128² slices of ≈1.9 mm
     masked_weight: float = 1.0    # loss weight of hidden voxels; visible voxels get ``visible_weight``
     visible_weight: float = 0.1
     checkpoint_every: int = 200
@@ -63,19 +74,25 @@ class TrainConfig:
         return round(PAPER_CUTOFF_PER_MM[self.dims] * self.size * self.spacing_mm, 3)
 
     def metadata(self) -> dict:
+        if self.method not in LAYOUTS:
+            raise ValueError(f"unknown method {self.method!r} (choose from {', '.join(LAYOUTS)})")
         if self.dims == 2:
-            networks, min_size = ["first", "masked"], [1, self.size, self.size]
+            min_size = [1, self.size, self.size]
             masks = {"patches": 1000, "sides": [4, 8, 16], "coarse_px": self.mask_coarse_px}
         else:
-            networks, min_size = ["unified"], [self.size] * 3
+            min_size = [self.size] * 3
             masks = {"points": 100_000, "cells_mm": list(self.mask_cells_mm),
                      "whole_brain_fraction": self.whole_brain_fraction}
+        method = {"name": self.method}
+        if self.method == "dae":
+            method.update(noise=self.dae_noise, noise_sd=self.dae_noise_sd, noise_cell_mm=self.dae_noise_cell_mm)
         return {
-            "name": self.name, "modality": check_modality(self.modality), "dims": self.dims, "networks": networks,
-            "architecture": {"name": "unet", "channels": list(self.channels)},
+            "name": self.name, "modality": check_modality(self.modality), "dims": self.dims,
+            "networks": list(LAYOUTS[self.method][self.dims]), "method": method,
+            "architecture": {"name": "unet", "channels": list(self.channels), "skips": self.method != "ae"},
             "grid": {"spacing_mm": self.spacing_mm, "min_size": min_size, "orientation": "RAS axial"},
             "normalisation": "iterative-zscore",
-            "frequency": {"radius": self.radius, "reference_size": self.size},
+            "frequency": {"radius": self.radius, "reference_size": self.size, "masked_input": self.frequency},
             "policy": {"default": "itermask2" if self.dims == 2 else "itermask3d", "first_unmask_fraction": 0.4,
                        "min_shrink": 0.01, "max_iterations": 50, "gamma": 0.05, "path_step_fraction": 0.01},
             "masks": masks,
@@ -90,18 +107,26 @@ def _loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, hidden
     return (weight * (recon - target) ** 2).sum() / weight.sum().clamp_min(1.0)
 
 
+def _training_input(role: str, batch: dict, hidden: torch.Tensor, uses_frequency: bool) -> torch.Tensor:
+    if role == "denoiser":  # the noise is added in training only: the DAE learns to remove it
+        return batch["x"] + batch["noise"]
+    x_f = batch["x_f"] if role == "first" or uses_frequency else None
+    return network_input(role, batch["x"], x_f, hidden, batch["noise"])
+
+
 def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> Path | None:
     """Train, calibrate and write ``<output>/<name>.pt``; returns its path.
 
     A checkpoint (``<output>/checkpoint.ckpt``) is written every ``checkpoint_every`` steps with the networks,
-    optimisers and random state, so a resumed run continues exactly where the interrupted one stopped.
+    optimisers and random state, so a resumed run continues exactly where the interrupted one stopped; the loss of
+    every step goes to ``<output>/training_log.csv``, plotted in ``<output>/loss.png`` at each checkpoint.
     ``stop_after``: train at most this many steps in this call, checkpoint and return None (time-sliced training
     on a CPU or a job queue); the next call resumes.
     """
     torch.manual_seed(config.seed)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    cases = read_cases(config.source)
+    cases = read_cases(config.source, config.modality, report=tqdm.write if progress else None)
     config.data = [as_listed(c.image, config.source) for c in cases if c.split == "train"]
     bundle = ModelBundle.create(config.metadata())
     divisor = bundle.networks[bundle.masked_role].divisor
@@ -126,6 +151,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         gen.set_state(state["generator"])
         step = int(state["step"])
     last_step = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    log = TrainingLog(out, step)
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"train {config.name}", unit="step")
     for net in bundle.networks.values():
         net.train()
@@ -134,7 +160,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         losses = {}
         for role, net in bundle.networks.items():
             hidden = batch["brain"] if role == "first" else batch["hidden"]
-            recon = net(network_input(role, batch["x"], batch["x_f"], hidden, batch["noise"]))
+            recon = net(_training_input(role, batch, hidden, bundle.uses_frequency))
             loss = _loss(recon, batch["x"], batch["valid"], hidden, config.masked_weight, config.visible_weight)
             optimisers[role].zero_grad(set_to_none=True)
             loss.backward()
@@ -144,14 +170,17 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         step += 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+        log.add(step, losses)
         if step % config.checkpoint_every == 0 or step == last_step:
             _save_checkpoint(checkpoint, bundle, optimisers, schedules, gen, step)
+            log.plot()
     bar.close()
     if step < config.steps:
         return None
     for net in bundle.networks.values():
         net.eval()
-    bundle.metadata["calibration"] = calibrate(bundle, calibration_cases, config.seed)
+    calibration = calibrate if config.method == "itermask" else calibrate_one_shot
+    bundle.metadata["calibration"] = calibration(bundle, calibration_cases, config.seed)
     bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
                                    if k not in ("output", "source")}
     bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.source) for c in calibration_cases]

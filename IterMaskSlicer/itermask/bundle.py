@@ -21,6 +21,10 @@ from .networks import UNet
 FORMAT_VERSION = 1
 MODALITIES = ("FLAIR", "T1", "T1CE", "T2")
 BUNDLE_SUFFIX = ".pt"
+# The networks of each method by dims, in a fixed order (the last is the one that reconstructs hidden images).
+LAYOUTS = {"itermask": {2: ("first", "masked"), 3: ("unified",)},
+           "ae": {2: ("autoencoder",), 3: ("autoencoder",)},
+           "dae": {2: ("denoiser",), 3: ("denoiser",)}}
 _REQUIRED = ("name", "modality", "dims", "networks", "architecture", "grid", "normalisation", "frequency", "policy",
              "calibration")
 
@@ -29,7 +33,9 @@ class ModelBundle:
     """Metadata plus the reconstruction network(s) of one trained model.
 
     ``networks`` maps a role to a UNet: 2D IterMask² bundles have ``"first"`` (input ``x_f`` only, used on the fully
-    masked first iteration) and ``"masked"`` (input ``[x̂, x_f]``); IterMask3D bundles have ``"unified"``.
+    masked first iteration) and ``"masked"`` (input ``[x̂, x_f]``, or ``[x̂]`` for the spatial-only ablation, whose
+    ``frequency.masked_input`` is false); IterMask3D bundles have ``"unified"``. The evaluation baselines (``method`` ``ae`` or
+    ``dae``) have one network, ``"autoencoder"`` or ``"denoiser"``, that sees the image alone.
     """
 
     def __init__(self, metadata: dict, networks: dict[str, UNet]):
@@ -42,9 +48,20 @@ class ModelBundle:
     calibration = property(lambda self: self.metadata["calibration"])
 
     @property
+    def method(self) -> str:
+        """``itermask``, or the baseline a bundle was trained as (``ae``, ``dae``; see :data:`LAYOUTS`)."""
+        return self.metadata.get("method", {}).get("name", "itermask")
+
+    @property
+    def uses_frequency(self) -> bool:
+        """Whether the masked (or unified) network sees ``x_f``: False for the spatial-only ablation."""
+        return uses_frequency(self.metadata)
+
+    @property
     def masked_role(self) -> str:
-        """The network that reconstructs partly hidden images: ``masked`` (2D pair) or ``unified`` (3D)."""
-        return "masked" if self.dims == 2 else "unified"
+        """The network that reconstructs partly hidden images (``masked`` in 2D, ``unified`` in 3D), or a
+        baseline's only network."""
+        return LAYOUTS[self.method][self.dims][-1]
 
     @property
     def grid_divisor(self) -> tuple[int, int, int]:
@@ -56,8 +73,10 @@ class ModelBundle:
         """Fresh (untrained) networks as ``metadata["architecture"]`` describes them."""
         _check_metadata(metadata, "metadata")
         arch = metadata["architecture"]
-        inputs = {"first": 1, "masked": 2, "unified": 2}
-        networks = {role: UNet(inputs[role], tuple(arch["channels"]), int(metadata["dims"]))
+        hidden_image_and_frequency = 1 + uses_frequency(metadata)
+        inputs = {"first": 1, "masked": hidden_image_and_frequency, "unified": hidden_image_and_frequency,
+                  "autoencoder": 1, "denoiser": 1}
+        networks = {role: UNet(inputs[role], tuple(arch["channels"]), int(metadata["dims"]), arch.get("skips", True))
                     for role in metadata["networks"]}
         return cls(metadata, networks)
 
@@ -108,6 +127,10 @@ class ModelBundle:
         return bundle
 
 
+def uses_frequency(metadata: dict) -> bool:
+    return bool(metadata["frequency"].get("masked_input", True))
+
+
 def grid_divisor(dims: int, net_divisor: int) -> tuple[int, int, int]:
     """(z, y, x) multiple every model-grid side must be: a 2D model runs axial slices, so none along z.
 
@@ -123,9 +146,11 @@ def _check_metadata(metadata: dict, where: str) -> None:
         raise ItermaskError(f"{where}: bundle metadata lacks {', '.join(missing)}")
     if metadata["modality"] not in MODALITIES:
         raise ItermaskError(f"{where}: unknown modality {metadata['modality']!r}")
-    expected = {2: {"first", "masked"}, 3: {"unified"}}.get(int(metadata["dims"]))
-    if expected is None or set(metadata["networks"]) != expected:
-        raise ItermaskError(f"{where}: dims {metadata['dims']} with networks {metadata['networks']} is not a known layout")
+    method = metadata.get("method", {}).get("name", "itermask")
+    expected = LAYOUTS.get(method, {}).get(int(metadata["dims"]))
+    if expected is None or set(metadata["networks"]) != set(expected):
+        raise ItermaskError(f"{where}: method {method!r}, dims {metadata['dims']} with networks {metadata['networks']} "
+                           "is not a known layout")
 
 
 def model_directories() -> list[Path]:

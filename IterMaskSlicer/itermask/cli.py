@@ -70,21 +70,47 @@ def _choose_model(args) -> ModelBundle:
 
 
 def _cmd_segment(args) -> int:
-    masks = args.brain_mask or []
-    if len(masks) not in (0, 1, len(args.inputs)):
-        raise ItermaskError(f"give one --brain-mask for all inputs or one per input ({len(args.inputs)})")
+    from tqdm import tqdm
+
+    from .cohort import expand_inputs, process_rank, shard, write_summary
+    from .io import scan_stem
+
+    inputs = expand_inputs(args.inputs)
+    masks = [Path(m) for m in args.brain_mask or []]
+    if len(masks) > 1 and (len(masks) != len(args.inputs) or len(inputs) != len(args.inputs)):
+        raise ItermaskError(f"give one --brain-mask for all inputs or one per input file ({len(args.inputs)})")
+    paired = dict(zip(map(Path, args.inputs), masks)) if len(masks) > 1 else {}
     bundle = _choose_model(args)
-    failures = 0
-    for i, path in enumerate(args.inputs):
-        mask = masks[i] if len(masks) == len(args.inputs) else (masks[0] if masks else None)
+    rank, world = process_rank()
+    mine = shard(inputs, rank, world)
+    out_root = Path(args.output)
+    failures, skipped = 0, 0
+    bar = tqdm(mine, unit="scan", disable=len(mine) < 2,
+               desc="segment" + (f" (process {rank + 1} of {world})" if world > 1 else ""))
+    for path in bar:
+        if args.skip_existing and (out_root / scan_stem(path) / "report.json").exists():
+            skipped += 1
+            continue
+        mask = paired.get(path) or (masks[0] if len(masks) == 1 else None) or _mask_beside(path)
         try:
-            out = segment_file(Path(path), Path(args.output), bundle, Path(mask) if mask else None,
-                               args.policy, args.seed, args.device)
-            print(f"{path}: wrote {out}")
+            out = segment_file(path, out_root, bundle, mask, args.policy, args.seed, args.device)
+            tqdm.write(f"{path}: wrote {out}")
         except ItermaskError as exc:
             failures += 1
-            print(f"itermask: error: {path}: {exc}", file=sys.stderr)
+            tqdm.write(f"itermask: error: {path}: {exc}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {skipped} already segmented (--skip-existing)")
+    if out_root.is_dir():
+        print(f"summary of every scan in {out_root}: {write_summary(out_root)}")
     return 1 if failures else 0
+
+
+def _mask_beside(path: Path) -> Path | None:
+    """``<name>_brainmask.<suffix>`` next to ``<name>.<suffix>``, the flat-folder convention."""
+    from .io import SUFFIXES, scan_stem
+
+    found = [path.with_name(scan_stem(path) + "_brainmask" + suffix) for suffix in SUFFIXES]
+    return next((f for f in found if f.exists()), None)
 
 
 def _cmd_models(args) -> int:
@@ -121,9 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="segment scans; writes OUTDIR/<name>/{mask,anomaly_map}.nii.gz, report.json")
-    seg.add_argument("inputs", nargs="+", metavar="INPUT", help=".nii, .nii.gz or .nrrd scans")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help=".nii, .nii.gz or .nrrd scans, or folders of them (<name>_brainmask beside a scan is its "
+                          "brain mask). Under torchrun (RANK, WORLD_SIZE) each process takes its share")
     seg.add_argument("-o", "--output", default=".", metavar="OUTDIR")
     seg.add_argument("--brain-mask", action="append", metavar="MASK", help="once for all inputs, or once per input")
+    seg.add_argument("--skip-existing", action="store_true",
+                     help="leave scans whose OUTDIR/<name>/report.json exists (resume an interrupted cohort run)")
     seg.add_argument("--modality", type=str.upper, metavar="|".join(MODALITIES))
     seg.add_argument("--model", metavar="NAME_OR_PATH",
                      help="bundle name (see `itermask models`) or path; default <modality>-2d, or <modality>-3d "

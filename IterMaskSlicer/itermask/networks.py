@@ -20,17 +20,23 @@ def _conv_block(dims: int, cin: int, cout: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; ``channels`` lists the width of each resolution level."""
+    """Encoder-decoder; ``channels`` lists the width of each resolution level.
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...] = (16, 32, 64, 128), spatial_dims: int = 2):
+    ``skips=False`` drops the skip connections: everything must pass the coarsest level, which makes it the
+    compressing autoencoder (AE) baseline on the same backbone.
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...] = (16, 32, 64, 128), spatial_dims: int = 2,
+                 skips: bool = True):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError("spatial_dims must be 2 or 3")
-        self.spatial_dims = spatial_dims
+        self.spatial_dims, self.skips = spatial_dims, skips
         widths = (in_channels, *channels)
         self.down = nn.ModuleList(_conv_block(spatial_dims, a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.up = nn.ModuleList(
-            _conv_block(spatial_dims, channels[i] + channels[i + 1], channels[i]) for i in range(len(channels) - 1)
+            _conv_block(spatial_dims, channels[i] * skips + channels[i + 1], channels[i])
+            for i in range(len(channels) - 1)
         )
         self.head = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels[0], 1, 1)
         self.levels = len(channels)
@@ -42,11 +48,11 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = F.max_pool2d if self.spatial_dims == 2 else F.max_pool3d
-        skips = []
+        features = []
         for level, block in enumerate(self.down):
             x = block(pool(x, 2) if level else x)
-            skips.append(x)
+            features.append(x)
         for level in reversed(range(self.levels - 1)):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = self.up[level](torch.cat([x, skips[level]], dim=1))
+            x = self.up[level](torch.cat([x, features[level]], dim=1) if self.skips else x)
         return self.head(x)

@@ -7,15 +7,26 @@ from .bundle import ModelBundle
 from .frequency import high_frequency
 
 
-def network_input(role: str, x: torch.Tensor, x_f: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def network_input(role: str, x: torch.Tensor, x_f: torch.Tensor | None, mask: torch.Tensor,
+                  noise: torch.Tensor) -> torch.Tensor:
     """The input tensor a network of ``role`` expects, (N, C, *spatial).
 
     ``x``, ``x_f``, ``noise``: (N, 1, *spatial); ``mask``: same shape, bool, True = hidden. The masked image is
-    ``x̂ = ε·m + x·(1−m)``; the ``first`` network sees ``x_f`` alone.
+    ``x̂ = ε·m + x·(1−m)``; the ``first`` network sees ``x_f`` alone, a baseline the image alone (a DAE's noise is
+    added in training only); ``x_f`` is None for a spatial-only ablation's masked network.
     """
     if role == "first":
         return x_f
-    return torch.cat([torch.where(mask, noise, x), x_f], dim=1)
+    if role in ("autoencoder", "denoiser"):
+        return x
+    hidden = torch.where(mask, noise, x)
+    return hidden if x_f is None else torch.cat([hidden, x_f], dim=1)
+
+
+def iteration_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
+    """The noise ε under the mask of iteration ``index``: drawn from (seed, index), so a run repeats exactly, also
+    after stepping back and forth."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
 
 
 class VolumeReconstructor:
@@ -43,11 +54,12 @@ class VolumeReconstructor:
         """Reconstruction (z, y, x) on the model grid (CPU) of the image with ``mask`` (z, y, x) hidden under ``noise``."""
         role = "first" if first and "first" in self.bundle.networks else self.bundle.masked_role
         net = self.bundle.networks[role]
+        x_f = self.x_f if role == "first" or self.bundle.uses_frequency else None
         pick = (lambda v: v[self.slices][:, None]) if self.slices is not None else (lambda v: v[None, None])
         m, eps = pick(mask).to(self.device), pick(noise).to(self.device)
         out = torch.cat([
-            net(network_input(role, self.x[i:i + self.chunk], self.x_f[i:i + self.chunk], m[i:i + self.chunk],
-                              eps[i:i + self.chunk]))
+            net(network_input(role, self.x[i:i + self.chunk], None if x_f is None else x_f[i:i + self.chunk],
+                              m[i:i + self.chunk], eps[i:i + self.chunk]))
             for i in range(0, self.x.shape[0], self.chunk)
         ]).float().cpu()
         if self.slices is None:
@@ -55,3 +67,15 @@ class VolumeReconstructor:
         volume = torch.zeros(self.shape)
         volume[self.slices] = out[:, 0]
         return volume
+
+
+def one_shot_reconstruction(bundle: ModelBundle, prepared, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """A single reconstruction (z, y, x) of a :class:`~itermask.preprocess.PreparedVolume` on the model grid.
+
+    For an IterMask bundle it is the first iteration, the whole brain hidden: the frequency-only ablation (with the
+    noise a :class:`~itermask.session.Session` of the same seed draws). For a baseline (AE, DAE) it is the
+    reconstruction of the image itself.
+    """
+    noise = iteration_noise(prepared.image.shape, seed, 0)
+    reconstruct = VolumeReconstructor(bundle.to(device), prepared.image, prepared.brain, torch.device(device))
+    return reconstruct(prepared.brain, noise, first=True)

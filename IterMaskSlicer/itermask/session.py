@@ -15,7 +15,7 @@ from .bundle import ModelBundle
 from .errors import ItermaskError
 from .policies import POLICIES, Proposal
 from .preprocess import PreparedVolume, prepare_volume
-from .reconstruction import VolumeReconstructor
+from .reconstruction import VolumeReconstructor, iteration_noise
 
 
 @dataclass
@@ -102,6 +102,9 @@ class Session:
     def __init__(self, model: ModelBundle, image: np.ndarray, affine: np.ndarray | None = None,
                  brain_mask: np.ndarray | None = None, policy: str = "itermask2", seed: int = 0,
                  device: str = "auto", tau: float | None = None, threshold: float | None = None):
+        if model.method != "itermask":
+            raise ItermaskError(f"{model.name} is an {model.method.upper()} baseline for evaluation, not an IterMask "
+                                "model")
         if policy not in POLICIES:
             raise ItermaskError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.model, self.seed = model, int(seed)
@@ -195,8 +198,7 @@ class Session:
         if proposal.tau_stop is not None and self.tau_from_user is None:
             self.tau = proposal.tau_stop  # a τ the person chose always wins over the subject-specific one
         index = self.position + 1
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        noise = torch.randn(self.prepared.image.shape, generator=generator)
+        noise = iteration_noise(self.prepared.image.shape, self.seed, index)
         start = time.perf_counter()
         recon = self._reconstruct(proposal.mask, noise, first=proposal.restart)
         error = torch.where(self.prepared.brain, (recon - self.prepared.image) ** 2, torch.zeros(()))
