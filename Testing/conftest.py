@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from itermask_evaluation.artifacts import voxel_ras_mm
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "IterMaskSlicer"))  # the Slicer module folder: IterMaskSlicerLib, as Slicer sees it
 DATA = REPO.parent / "shared" / "data"
@@ -74,9 +76,7 @@ def scan(ms_flair):
 def insert_blob(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, centre_mm, radius_mm: float,
                 gain: float = 1.8):
     """A bright spherical anomaly at a RAS position, scaled from the local intensity; returns (image, blob mask)."""
-    ijk = np.indices(image.shape).reshape(3, -1).T
-    ras = ijk @ affine[:3, :3].T + affine[:3, 3]
-    blob = (np.linalg.norm(ras - np.asarray(centre_mm), axis=1) <= radius_mm).reshape(image.shape) & brain
+    blob = (np.linalg.norm(voxel_ras_mm(image.shape, affine) - np.asarray(centre_mm), axis=-1) <= radius_mm) & brain
     bright = np.percentile(image[brain], 95) * gain
     return np.where(blob, bright, image).astype(np.float32), blob
 

@@ -23,8 +23,8 @@ def _background_value(image: np.ndarray, brain: np.ndarray) -> float:
     return float(np.median(outside)) if outside.size else 0.0
 
 
-def _mm_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    """RAS mm of every voxel, (*shape, 3)."""
+def voxel_ras_mm(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """RAS mm of every voxel of a grid of ``shape`` with this ``affine``, (*shape, 3)."""
     index = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1).astype(float)
     return index @ affine[:3, :3].T + affine[:3, 3]
 
@@ -44,7 +44,7 @@ def missing_chunk(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, wher
     ``middle``: a box around the brain's centre, ``fraction`` of the brain's extent along every RAS axis;
     ``top``: the superior ``fraction`` of the brain's height.
     """
-    ras = _mm_coordinates(image.shape, affine)
+    ras = voxel_ras_mm(image.shape, affine)
     inside = ras[brain]
     low, high = inside.min(axis=0), inside.max(axis=0)
     if where == "middle":
@@ -63,7 +63,7 @@ def ring(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, seed: int = 0
     brain voxel: a circular artifact that breaks the anatomy without changing the mean intensity much."""
     rng = np.random.default_rng(seed)
     _, sd = _brain_stats(image, brain)
-    ras = _mm_coordinates(image.shape, affine)
+    ras = voxel_ras_mm(image.shape, affine)
     centre = ras[brain][rng.integers(int(brain.sum()))]
     r = np.linalg.norm(ras - centre, axis=-1)
     ripple = amplitude * sd * np.sin(2 * np.pi * r / period_mm) * (r <= radius_mm)
@@ -78,7 +78,7 @@ def periodic_lines(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, see
     _, sd = _brain_stats(image, brain)
     angle = rng.uniform(0, np.pi)
     direction = np.array([np.cos(angle), np.sin(angle), 0.0])
-    along = _mm_coordinates(image.shape, affine) @ direction
+    along = voxel_ras_mm(image.shape, affine) @ direction
     return np.where(brain, image + amplitude * sd * np.sin(2 * np.pi * along / period_mm), image).astype(image.dtype)
 
 
@@ -106,7 +106,7 @@ def insert_lesion(image: np.ndarray, brain: np.ndarray, affine: np.ndarray, seed
         raise ValueError(f"kind must be 'hyper' or 'hypo', got {kind!r}")
     rng = np.random.default_rng(seed)
     _, sd = _brain_stats(image, brain)
-    ras = _mm_coordinates(image.shape, affine)
+    ras = voxel_ras_mm(image.shape, affine)
     axes = radius_mm * rng.uniform(0.6, 1.4, 3)
     rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     room = _distance_inside_mm(brain, affine) >= axes.max() + margin_mm

@@ -136,7 +136,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def detection_table(rows: list[dict]) -> str:
     lines = ["| method | anomaly | normal / anomalous scans | AUROC | AUPRC | FPR80 | FPR90 | FNR80 | FNR90 |",
              "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['group']} | {r['normal']} / {r['anomalous']} | " +
+    lines += [f"| {r['method']} | {r['group']} | {r['normal']:.0f} / {r['anomalous']:.0f} | " +
               " | ".join(f"{100 * r[k]:.0f}" for k in ("auroc", "auprc", "fpr80", "fpr90", "fnr80", "fnr90")) + " |"
               for r in rows]
     return "\n".join(lines)
@@ -150,17 +150,28 @@ def run_t1ce(out: Path, seed: int) -> None:
     evaluate_cases(segmentation_methods("t1ce", seed), [brats("0006", "T1c")], out / "t1ce", seed)
 
 
+def t1_synthetic_cases(lesion_seeds: tuple[int, ...] = (1, 2)) -> list[SyntheticLesionCase]:
+    return [SyntheticLesionCase(f"healthy-T1+{kind}-{lesion_seed}", VoxelmorphHealthyT1(), kind, lesion_seed)
+            for kind in ("hypo", "hyper") for lesion_seed in lesion_seeds]
+
+
 def run_t1_synthetic(out: Path, seed: int) -> None:
-    cases = [SyntheticLesionCase(f"healthy-T1+{kind}-{lesion_seed}", VoxelmorphHealthyT1(), kind, lesion_seed)
-             for kind in ("hypo", "hyper") for lesion_seed in (1, 2)]
     t1 = load_model("t1-3d")
     methods = [IterMask(t1, "itermask3d", "IterMask3D (t1-3d)"),
                IterMask(load_model("t1-2d"), "itermask2", "IterMask² (t1-2d)"),
                IntensityThreshold(t1.calibration["intensity_threshold"])]
-    evaluate_cases(methods, cases, out / "t1-synthetic", seed)
+    evaluate_cases(methods, t1_synthetic_cases(), out / "t1-synthetic", seed)
 
 
-PARTS = {"flair": run_flair, "t1ce": run_t1ce, "t1-synthetic": run_t1_synthetic,
+def run_augmentation(out: Path, seed: int) -> None:
+    """The effect of training augmentation: two IterMask3D T1 models, trained alike but for ``--no-augment``, on
+    synthetic lesions in the held-out healthy T1 (three lesions of each kind)."""
+    methods = [IterMask(_bundle(f"t1-3d-{variant}"), "itermask3d", f"IterMask3D, {label}")
+               for variant, label in (("augmented", "augmented (default)"), ("not-augmented", "--no-augment"))]
+    evaluate_cases(methods, t1_synthetic_cases((1, 2, 3)), out / "augmentation", seed)
+
+
+PARTS = {"flair": run_flair, "t1ce": run_t1ce, "t1-synthetic": run_t1_synthetic, "augmentation": run_augmentation,
          "detection": lambda out, seed: run_detection(out / "detection", seed)}
 
 
@@ -180,7 +191,7 @@ def write_report(out: Path, minutes: dict[str, float]) -> None:
     """BENCHMARK.md from the CSVs the parts wrote (so one part can be re-run alone)."""
     template = (Path(__file__).resolve().parent / "benchmark_report.md").read_text()
     tables = {}
-    for part in ("flair", "t1ce", "t1-synthetic"):
+    for part in ("flair", "t1ce", "t1-synthetic", "augmentation"):
         path = out / part / "results.csv"
         tables[part] = summary_table(_read(path)) if path.exists() else "(not run)"
     detection = out / "detection" / "detection.csv"

@@ -30,7 +30,8 @@ from .metrics import reconstruction_quality
 @dataclass
 class MethodResult:
     """One method on one case. Maps on the *input* grid; ``scan_score`` ranks scans for detection (final mask ml
-    for IterMask, mean error of the map over the brain for the rest, as IterMask3D's evaluation does);
+    for IterMask, mean error of the map over the brain for AE/DAE, as IterMask3D's evaluation does; ml above the
+    threshold for the intensity baseline);
     ``quality``: PSNR/SSIM of the reconstruction over the healthy brain on the model grid (empty for intensity)."""
 
     method: str
@@ -102,6 +103,8 @@ class IntensityThreshold:
         brain = brain_mask_or_nonzero(case.image, case.brain)
         z = iterative_zscore(torch.from_numpy(case.image.astype(np.float32)), torch.from_numpy(brain)).numpy()
         anomaly_map = np.where(brain, z, 0).astype(np.float32)
+        segmentation = (anomaly_map > self.threshold) & brain
+        voxel_ml = abs(np.linalg.det(case.affine[:3, :3])) / 1000.0
         seconds = time.perf_counter() - start
-        return MethodResult(self.label, anomaly_map, (anomaly_map > self.threshold) & brain, self.threshold,
-                            float(anomaly_map[brain].mean()), seconds)
+        return MethodResult(self.label, anomaly_map, segmentation, self.threshold,
+                            float(segmentation.sum() * voxel_ml), seconds)

@@ -22,6 +22,7 @@ COLUMNS = ("case", "method", "lesion_ml", "dice", "sensitivity", "precision", "j
 SUMMARY = {"dice": "Dice", "sensitivity": "sens.", "precision": "prec.", "jaccard": "Jaccard", "assd_mm": "ASSD mm",
            "auroc": "voxel AUROC", "auprc": "voxel AUPRC", "psnr_db": "PSNR dB", "ssim": "SSIM",
            "oracle_dice": "ORACLE Dice", "seconds": "s / case", "peak_gb": "peak GB"}
+DECIMALS = {"assd_mm": 1, "psnr_db": 1, "seconds": 1, "peak_gb": 2}  # the rest: 3
 
 
 def oracle_dice(score: np.ndarray, truth: np.ndarray, brain: np.ndarray, candidates: int = 200) -> float:
@@ -110,7 +111,9 @@ def evaluate_cases(methods: list, cases: list[LabelledCase], out_dir: Path, seed
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+    """A file-name-safe ASCII version of a method label: ``IterMask² + subject τ`` → ``IterMask2_subject_tau``."""
+    text = text.replace("²", "2").replace("τ", "tau")
+    return "_".join("".join(c if c.isascii() and (c.isalnum() or c in "-.") else " " for c in text).split())
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -120,10 +123,10 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _fmt(value) -> str:
+def _fmt(value, decimals: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.3f}" if isinstance(value, float) and abs(value) < 100 else f"{value:.1f}"
+    return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -133,7 +136,8 @@ def summary_table(rows: list[dict]) -> str:
         mine = [r for r in rows if r["method"] == method]
         means = [np.nanmean([np.nan if r[k] is None else r[k] for r in mine]) if any(
             r[k] is not None and not np.isnan(r[k]) for r in mine) else None for k in SUMMARY]
-        lines.append(f"| {method} | {len(mine)} | " + " | ".join(_fmt(m) for m in means) + " |")
+        lines.append(f"| {method} | {len(mine)} | " + " | ".join(_fmt(m, DECIMALS.get(k, 3)) for m, k in zip(means, SUMMARY))
+                     + " |")
     return "\n".join(lines)
 
 

@@ -1,25 +1,14 @@
 """Training batches: random healthy slices or volumes, augmented, hidden under random Gaussian masks."""
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
-from torch.nn import functional as F
 
 from itermask.frequency import high_frequency
 from itermask.masks import gaussian_cloud_masks_3d, gaussian_patch_masks
 
+from .augment import random_augmentation, smooth_random_field
 from .data import TrainingSet
-
-
-def _augment(x: torch.Tensor, brain: torch.Tensor, valid: torch.Tensor, gen: torch.Generator):
-    """Left-right flips (the last axis is R) and a small intensity gain/offset inside the brain."""
-    per_sample = (x.shape[0],) + (1,) * (x.dim() - 1)
-    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).view(per_sample)
-    x, brain, valid = (torch.where(flip, t.flip(-1), t) for t in (x, brain, valid))
-    gain = 1 + 0.1 * (2 * torch.rand(per_sample, generator=gen) - 1)
-    offset = 0.1 * (2 * torch.rand(per_sample, generator=gen) - 1)
-    return torch.where(brain, x * gain + offset, torch.zeros(())), brain, valid
 
 
 def random_masks(brain: torch.Tensor, metadata: dict, gen: torch.Generator) -> torch.Tensor:
@@ -29,19 +18,6 @@ def random_masks(brain: torch.Tensor, metadata: dict, gen: torch.Generator) -> t
         return gaussian_patch_masks(brain, gen, masks["patches"], tuple(masks["sides"]), masks["coarse_px"])
     cells = tuple(mm / metadata["grid"]["spacing_mm"] for mm in masks["cells_mm"])
     return gaussian_cloud_masks_3d(brain, gen, masks["points"], cells)
-
-
-def coarse_noise(shape: tuple[int, ...], cell_px: float, sd: float, positive: bool,
-                 gen: torch.Generator) -> torch.Tensor:
-    """The DAE's corruption (Kascenas et al. 2022): Gaussian noise of standard deviation ``sd`` drawn on a grid
-    ``cell_px`` voxels coarse and interpolated up to ``shape`` (N, 1, *spatial), so it looks like blobs rather than
-    grain. ``positive`` keeps only its hyper-intense half ([0, +∞), the original DAE); otherwise it is signed."""
-    spatial = shape[2:]
-    coarse = [max(2, math.ceil(n / cell_px)) for n in spatial]
-    noise = sd * torch.randn((shape[0], 1, *coarse), generator=gen)
-    noise = F.interpolate(noise, size=spatial, mode="bilinear" if len(spatial) == 2 else "trilinear",
-                          align_corners=False)
-    return noise.clamp_min(0) if positive else noise
 
 
 def training_batch(samples: TrainingSet, batch_size: int, metadata: dict, gen: torch.Generator,
@@ -58,7 +34,7 @@ def training_batch(samples: TrainingSet, batch_size: int, metadata: dict, gen: t
     idx = torch.randint(len(samples), (batch_size,), generator=gen) if index is None else index
     x, brain, valid = samples.image[idx], samples.brain[idx], samples.valid[idx]
     if augment:
-        x, brain, valid = _augment(x, brain, valid, gen)
+        x, brain, valid = random_augmentation(x, brain, valid, gen, metadata["grid"]["spacing_mm"])
     method = metadata.get("method", {"name": "itermask"})
     if method["name"] == "itermask":
         hidden = random_masks(brain, metadata, gen)
@@ -74,10 +50,27 @@ def training_batch(samples: TrainingSet, batch_size: int, metadata: dict, gen: t
         noise = torch.zeros(x.shape)
         if method["name"] == "dae":
             cell_px = method["noise_cell_mm"] / metadata["grid"]["spacing_mm"]
-            noise = brain * coarse_noise((len(idx), 1, *x.shape[1:]), cell_px, method["noise_sd"],
-                                         method["noise"] == "positive", gen)[:, 0]
+            # Kascenas et al. 2022: coarse Gaussian noise; the original DAE keeps only its hyper-intense half
+            noise = smooth_random_field((len(idx), 1, *x.shape[1:]), cell_px, method["noise_sd"], gen)[:, 0]
+            noise = brain * (noise.clamp_min(0) if method["noise"] == "positive" else noise)
     batch = {"x": x, "brain": brain, "valid": valid, "hidden": hidden, "noise": noise}
     batch = {k: v[:, None] for k, v in batch.items()}
     freq = metadata["frequency"]
     batch["x_f"] = high_frequency(batch["x"], freq["radius"], samples.dims, freq["reference_size"])
     return batch
+
+
+def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
+    """The random source of sample ``index`` of the batch of ``step``: each sample's own, so a batch is the same
+    whether one process builds it or several build shares of it, and a resumed run needs no saved random state."""
+    state = np.random.SeedSequence([seed, step, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+def step_batch(samples: TrainingSet, batch_size: int, metadata: dict, seed: int, step: int, rank: int = 0,
+               world: int = 1, augment: bool = True) -> dict[str, torch.Tensor]:
+    """This process's share of the ``batch_size`` samples of ``step`` (samples ``rank``, ``rank + world``, …), each
+    drawn, augmented and hidden as :func:`training_batch` does with :func:`sample_generator`."""
+    parts = [training_batch(samples, 1, metadata, sample_generator(seed, step, i), augment=augment)
+             for i in range(rank, batch_size, world)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

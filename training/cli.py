@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 from itermask.bundle import MODALITIES
+from itermask.cohort import process_rank
 
 
 def _cmd_train(args) -> int:
@@ -15,9 +16,10 @@ def _cmd_train(args) -> int:
     config = TrainConfig(source=args.data, output=args.output, name=args.name, modality=args.modality,
                          dims=args.dims, lr=args.lr, seed=args.seed, method=args.method,
                          frequency=not args.no_frequency, dae_noise=args.dae_noise, dae_noise_sd=args.dae_noise_sd,
-                         **settings)
-    path = train(config, resume=not args.restart, stop_after=args.stop_after)
-    print(f"wrote {path}" if path else f"stopped after {args.stop_after} steps; run again to resume")
+                         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, **settings)
+    path = train(config, resume=not args.restart, stop_after=args.stop_after, device=args.device, cache=args.cache)
+    if process_rank()[0] == 0:
+        print(f"wrote {path}" if path else f"stopped after {args.stop_after} steps; run again to resume")
     return 0
 
 
@@ -44,7 +46,7 @@ def _cmd_calibrate(args) -> int:
 def register(subparsers) -> None:
     """Add ``train`` and ``calibrate`` to the ``itermask`` command line."""
     p = subparsers.add_parser("train", help="train a 2D IterMask² model pair or a 3D IterMask3D model on healthy scans "
-                                            "and calibrate it")
+                                            "and calibrate it (alone, or under torchrun on several processes/nodes)")
     p.add_argument("--data", required=True,
                    help="a CSV manifest (columns image,brain_mask,lesion_mask,split; split: train or calibration) or a "
                         "folder: BIDS, BraTS case folders, IXI names, or scans with optional <name>_brainmask / "
@@ -70,6 +72,12 @@ def register(subparsers) -> None:
     p.add_argument("--dae-noise-sd", type=float, default=1.2, help="DAE noise SD in z-score units (default 1.2)")
     p.add_argument("--no-frequency", action="store_true",
                    help="ablation 'spatial masking only': the masked network does not see the high-frequency image")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train without flips, deformations, bias field, gamma and noise (on by default)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: a GPU when there is one (under torchrun, GPU LOCAL_RANK), with bfloat16 mixed precision")
+    p.add_argument("--cache", help="preprocessing cache folder (default <output>/preprocessed); may be shared")
+    p.add_argument("--checkpoint-every", type=int, default=200, metavar="N", help="steps between checkpoints")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--stop-after", type=int, metavar="N", help="train at most N steps now, checkpoint, exit")
     p.set_defaults(func=_cmd_train)

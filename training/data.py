@@ -9,11 +9,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+import itermask.geometry
+import itermask.io
+import itermask.normalize
+import itermask.preprocess
 from itermask.bundle import grid_divisor
 from itermask.errors import ItermaskError
 from itermask.io import read_volume
 from itermask.preprocess import PreparedVolume, prepare_volume
 
+from .cache import cached_arrays, entry_key
 from .discovery import discover
 
 SPLITS = ("train", "calibration")
@@ -120,27 +125,44 @@ def healthy_region(prepared: PreparedVolume, volumes: CaseVolumes, dims: int = 2
     return prepared.brain & ~(lesion > 0)
 
 
-def load_training_set(cases: list[Case], grid_config: dict, dims: int, divisor: int,
-                      min_brain_pixels: int = 200) -> TrainingSet:
-    """Prepare every case exactly as inference does: its axial slices with enough brain (2D) or the whole volume (3D),
-    all zero-padded to one common shape (at least the grid's ``min_size``).
+def prepare_case(case: Case, grid_config: dict, dims: int, divisors: tuple[int, ...],
+                 min_brain_pixels: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One case exactly as inference prepares it, as samples (N, *spatial): image, brain and valid (brain minus
+    the lesion, see :func:`healthy_region`). A 2D model gets the axial slices with at least ``min_brain_pixels``
+    brain pixels, a 3D model the whole volume (N = 1)."""
+    volumes = read_case(case)
+    prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid_config, divisors)
+    triple = (prepared.image, prepared.brain, healthy_region(prepared, volumes, dims))
+    if dims == 2:
+        keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
+        return tuple(v[keep] for v in triple)
+    return tuple(v[None] for v in triple)
 
-    The lesion (see :func:`healthy_region`) is excluded from the loss and hidden from the model's input.
-    """
+
+def prepared_cases(cases: list[Case], grid_config: dict, dims: int, divisor: int, min_brain_pixels: int = 200,
+                   cache: Path | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`prepare_case` of every case, read from the ``cache`` folder where it is there and stored there where it
+    is not (see :mod:`.cache`), so later runs skip preprocessing."""
     divisors = grid_divisor(dims, divisor)
-    samples = []
-    for case in cases:
-        volumes = read_case(case)
-        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid_config, divisors)
-        triple = (prepared.image, prepared.brain, healthy_region(prepared, volumes, dims))
-        if dims == 2:
-            keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
-            samples.append(tuple(v[keep] for v in triple))
-        else:
-            samples.append(tuple(v[None] for v in triple))
+    settings = {"grid": grid_config, "dims": dims, "divisors": list(divisors), "min_brain_pixels": min_brain_pixels}
+    return [cached_arrays(cache, entry_key([case.image, case.brain_mask, case.lesion_mask], settings, CODE),
+                          lambda case=case: prepare_case(case, grid_config, dims, divisors, min_brain_pixels))
+            for case in cases]
+
+
+def load_training_set(cases: list[Case], grid_config: dict, dims: int, divisor: int,
+                      min_brain_pixels: int = 200, cache: Path | None = None) -> TrainingSet:
+    """Every case prepared (:func:`prepared_cases`), all zero-padded to one common shape (at least the grid's
+    ``min_size``). The lesion is excluded from the loss and hidden from the model's input."""
+    samples = prepared_cases(cases, grid_config, dims, divisor, min_brain_pixels, cache)
     shape = [max(m, *(s[0].shape[axis + 1] for s in samples))
              for axis, m in enumerate(grid_config["min_size"][3 - dims:])]
     return TrainingSet(*(torch.cat([pad_to(s[i], shape) for s in samples]) for i in range(3)))
+
+
+# What a cached case depends on besides its files and settings.
+CODE = [itermask.io, itermask.geometry, itermask.normalize, itermask.preprocess, read_case, healthy_region,
+        prepare_case]
 
 
 def pad_to(samples: torch.Tensor, shape: list[int]) -> torch.Tensor:

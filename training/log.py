@@ -1,10 +1,12 @@
-"""What a person watches during training: ``training_log.csv`` (loss per step and network) and ``loss.png``."""
+"""What a person watches during training: ``training_log.csv`` (loss per step and network), ``loss.png`` and
+``samples/step_<step>.png`` (what the networks make of a training sample)."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 class TrainingLog:
@@ -28,11 +30,7 @@ class TrainingLog:
 
     def plot(self, window: int = 25) -> None:
         """``loss.png``: each network's loss per step (faint) and its moving average over ``window`` steps."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         with open(self.csv, newline="") as handle:
             rows = list(csv.DictReader(handle))
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -51,3 +49,42 @@ class TrainingLog:
         fig.tight_layout()
         fig.savefig(self.png, dpi=100)
         plt.close(fig)
+
+    def show_reconstructions(self, step: int, batch: dict[str, torch.Tensor], recons: dict[str, torch.Tensor]) -> Path:
+        """``samples/step_<step>.png``: the first sample of the step's batch (for volumes, its axial slice with the
+        most hidden voxels) — the image, what was hidden, and each network's reconstruction and squared error inside
+        the brain."""
+        hidden = batch["hidden"][0, 0]
+        z = int(hidden.flatten(1).sum(1).argmax()) if hidden.dim() == 3 else None
+
+        def axial(t: torch.Tensor) -> np.ndarray:
+            t = t[0, 0]
+            return (t if z is None else t[z]).float().numpy()
+
+        plt = _pyplot()
+        brain = axial(batch["brain"]) > 0
+        panels = [("image", axial(batch["x"]), "gray"), ("hidden", axial(batch["hidden"]), "gray")]
+        for role, recon in recons.items():
+            panels.append((f"{role} reconstruction", axial(recon) * brain, "gray"))
+            panels.append((f"{role} error²", (axial(recon) - axial(batch["x"])) ** 2 * brain, "magma"))
+        fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
+        for ax, (title, image, cmap) in zip(axes, panels):
+            limits = {"vmin": 0, "vmax": 4} if cmap == "magma" else {"vmin": -3, "vmax": 3} if title != "hidden" else {}
+            ax.imshow(image, cmap=cmap, origin="lower", **limits)
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+        fig.suptitle(f"step {step}", fontsize=8)
+        path = self.csv.parent / "samples" / f"step_{step:06d}.png"
+        path.parent.mkdir(exist_ok=True)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

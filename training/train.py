@@ -13,9 +13,12 @@ from tqdm import tqdm
 from itermask.bundle import LAYOUTS, ModelBundle, check_modality
 from itermask.reconstruction import network_input
 
-from .batches import training_batch
+from itermask.cohort import shard
+
+from .batches import step_batch
 from .calibrate import calibrate, calibrate_one_shot
-from .data import load_training_set, read_cases
+from .data import load_training_set, prepared_cases, read_cases
+from .distributed import Process, start
 from .log import TrainingLog
 
 # The paper's frequency cut-off in cycles per mm: radius 15 on 128² slices of ≈1.875 mm (2D), on 192³ at 1 mm (3D).
@@ -41,6 +44,8 @@ class TrainConfig:
     (the UNet without skip connections) or a denoising autoencoder that removes coarse noise of ``dae_noise_sd``
     (z-score units; the paper's 0.2 of the image range ≈ 1.2 SD), ``signed`` or hyper-intense only (``positive``).
     ``frequency=False`` is the spatial-only ablation: the masked (unified) network never sees ``x_f``.
+    ``augment``: flips, small affine and elastic deformations, bias field, gamma and noise (see :mod:`.augment`).
+    ``batch_size`` is the whole step's batch, shared among the processes when several train together.
     """
 
     source: str                   # CSV manifest or folder of scans (see data.read_cases)
@@ -62,6 +67,7 @@ class TrainConfig:
     dae_noise: str = "positive"
     dae_noise_sd: float = 1.2
     dae_noise_cell_mm: float = 15.0  # paper: 16² noise on 128² slices of ≈1.9 mm
+    augment: bool = True
     masked_weight: float = 1.0    # loss weight of hidden voxels; visible voxels get ``visible_weight``
     visible_weight: float = 0.1
     checkpoint_every: int = 200
@@ -100,11 +106,12 @@ class TrainConfig:
         }
 
 
-def _loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor,
-          masked_weight: float, visible_weight: float) -> torch.Tensor:
-    """Weighted mean squared error over valid (healthy brain) voxels: hidden voxels count more than visible ones."""
+def _weighted_error(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor,
+                    masked_weight: float, visible_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted squared error summed over valid (healthy brain) voxels, and the sum of the weights: hidden
+    voxels count more than visible ones. Their ratio over the whole batch is the loss."""
     weight = valid * torch.where(hidden, masked_weight, visible_weight)
-    return (weight * (recon - target) ** 2).sum() / weight.sum().clamp_min(1.0)
+    return (weight * (recon - target) ** 2).sum(), weight.sum()
 
 
 def _training_input(role: str, batch: dict, hidden: torch.Tensor, uses_frequency: bool) -> torch.Tensor:
@@ -114,77 +121,113 @@ def _training_input(role: str, batch: dict, hidden: torch.Tensor, uses_frequency
     return network_input(role, batch["x"], x_f, hidden, batch["noise"])
 
 
-def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> Path | None:
+def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_after: int | None = None,
+          device: str = "auto", cache: str | Path | None = None) -> Path | None:
     """Train, calibrate and write ``<output>/<name>.pt``; returns its path.
 
+    Run alone or under ``torchrun`` (see :mod:`.distributed`): each process trains on its share of every step's
+    batch, gradients are averaged, and only the main process writes. Step ``s`` always trains on the same samples
+    (:func:`.batches.step_batch`), so the model does not depend on the number of processes, up to rounding.
+
     A checkpoint (``<output>/checkpoint.ckpt``) is written every ``checkpoint_every`` steps with the networks,
-    optimisers and random state, so a resumed run continues exactly where the interrupted one stopped; the loss of
-    every step goes to ``<output>/training_log.csv``, plotted in ``<output>/loss.png`` at each checkpoint.
+    optimisers and schedules, so a resumed run — after a crash or a kill — continues exactly where the interrupted
+    one last checkpointed. The loss of every step goes to ``<output>/training_log.csv``; each checkpoint redraws
+    ``loss.png`` and adds ``samples/step_<step>.png`` (a training sample, what was hidden, its reconstruction).
     ``stop_after``: train at most this many steps in this call, checkpoint and return None (time-sliced training
-    on a CPU or a job queue); the next call resumes.
+    on a CPU or a job queue); the next call resumes. ``device``: ``auto``, ``cpu`` or ``cuda`` (bfloat16 mixed
+    precision). ``cache``: the preprocessing cache folder (default ``<output>/preprocessed``, see :mod:`.cache`).
     """
+    process = start(device)
+    if config.batch_size % process.world:
+        raise SystemExit(f"the batch of {config.batch_size} cannot be shared equally among {process.world} processes")
     torch.manual_seed(config.seed)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    cases = read_cases(config.source, config.modality, report=tqdm.write if progress else None)
-    config.data = [as_listed(c.image, config.source) for c in cases if c.split == "train"]
-    bundle = ModelBundle.create(config.metadata())
-    divisor = bundle.networks[bundle.masked_role].divisor
-    samples = load_training_set([c for c in cases if c.split == "train"], bundle.metadata["grid"], config.dims, divisor)
+    cases = read_cases(config.source, config.modality, report=tqdm.write if progress and process.is_main else None)
+    train_cases = [c for c in cases if c.split == "train"]
     calibration_cases = [c for c in cases if c.split == "calibration"]
     if not calibration_cases:
         raise SystemExit("the manifest needs at least one case with split=calibration (held-out healthy data)")
-    params = {role: list(net.parameters()) for role, net in bundle.networks.items()}
-    optimisers = {role: torch.optim.AdamW(p, lr=config.lr, weight_decay=1e-4) for role, p in params.items()}
+    config.data = [as_listed(c.image, config.source) for c in train_cases]
+    bundle = ModelBundle.create(config.metadata())
+    divisor = bundle.networks[bundle.masked_role].divisor
+    grid, cache = bundle.metadata["grid"], Path(cache) if cache else out / "preprocessed"
+    prepared_cases(shard(train_cases, process.rank, process.world), grid, config.dims, divisor, cache=cache)
+    process.barrier()  # every process has prepared its share of the cases; now all read all of them
+    samples = load_training_set(train_cases, grid, config.dims, divisor, cache=cache)
+    step, checkpoint = 0, out / "checkpoint.ckpt"
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu") if resume and checkpoint.exists() else None
+    if state:
+        step = int(state["step"])
+        for role, net in bundle.networks.items():
+            net.load_state_dict(state["networks"][role])
+    models = {role: process.parallel(net) for role, net in bundle.networks.items()}
+    optimisers = {role: torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+                  for role, net in bundle.networks.items()}
     schedules = {role: torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0))))
         for role, opt in optimisers.items()}
-    gen = torch.Generator().manual_seed(config.seed)
-    step = 0
-    checkpoint = out / "checkpoint.ckpt"
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
+    if state:
         for role in bundle.networks:
-            bundle.networks[role].load_state_dict(state["networks"][role])
             optimisers[role].load_state_dict(state["optimisers"][role])
             schedules[role].load_state_dict(state["schedules"][role])
-        gen.set_state(state["generator"])
-        step = int(state["step"])
     last_step = config.steps if stop_after is None else min(config.steps, step + stop_after)
-    log = TrainingLog(out, step)
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"train {config.name}", unit="step")
-    for net in bundle.networks.values():
+    log = TrainingLog(out, step) if process.is_main else None
+    bar = tqdm(total=config.steps, initial=step, disable=not (progress and process.is_main),
+               desc=f"train {config.name}", unit="step")
+    for net in models.values():
         net.train()
     while step < last_step:
-        batch = training_batch(samples, config.batch_size, bundle.metadata, gen)
-        losses = {}
-        for role, net in bundle.networks.items():
-            hidden = batch["brain"] if role == "first" else batch["hidden"]
-            recon = net(_training_input(role, batch, hidden, bundle.uses_frequency))
-            loss = _loss(recon, batch["x"], batch["valid"], hidden, config.masked_weight, config.visible_weight)
-            optimisers[role].zero_grad(set_to_none=True)
-            loss.backward()
-            optimisers[role].step()
-            schedules[role].step()
-            losses[role] = loss.item()
+        batch = step_batch(samples, config.batch_size, bundle.metadata, config.seed, step, process.rank,
+                           process.world, config.augment)
+        losses, recons = _train_step(models, optimisers, schedules, batch, config, bundle.uses_frequency, process)
         step += 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
-        log.add(step, losses)
-        if step % config.checkpoint_every == 0 or step == last_step:
-            _save_checkpoint(checkpoint, bundle, optimisers, schedules, gen, step)
-            log.plot()
+        if log:
+            log.add(step, losses)
+            if step % config.checkpoint_every == 0 or step == last_step:
+                _save_checkpoint(checkpoint, bundle, optimisers, schedules, step)
+                log.plot()
+                log.show_reconstructions(step, batch, recons)
     bar.close()
     if step < config.steps:
         return None
-    for net in bundle.networks.values():
-        net.eval()
-    calibration = calibrate if config.method == "itermask" else calibrate_one_shot
-    bundle.metadata["calibration"] = calibration(bundle, calibration_cases, config.seed)
-    bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
-                                   if k not in ("output", "source")}
-    bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.source) for c in calibration_cases]
-    return bundle.save(out / f"{config.name}.pt")
+    path = out / f"{config.name}.pt"
+    if process.is_main:
+        for net in bundle.networks.values():
+            net.to("cpu").eval()
+        calibration = calibrate if config.method == "itermask" else calibrate_one_shot
+        bundle.metadata["calibration"] = calibration(bundle, calibration_cases, config.seed)
+        bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
+                                       if k not in ("output", "source")}
+        bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.source) for c in calibration_cases]
+        bundle.save(path)
+    process.barrier()  # the others return once the bundle exists
+    return path
+
+
+def _train_step(models: dict, optimisers: dict, schedules: dict, batch: dict, config: TrainConfig,
+                uses_frequency: bool, process: Process) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """One optimisation step of every network on this process's share of the batch; returns each network's loss
+    over the whole batch (all processes) and its reconstruction of this share."""
+    batch = {k: v.to(process.device) for k, v in batch.items()}
+    losses, recons = {}, {}
+    for role, net in models.items():
+        hidden = batch["brain"] if role == "first" else batch["hidden"]
+        with torch.autocast(process.device.type, dtype=torch.bfloat16, enabled=process.mixed_precision):
+            recon = net(_training_input(role, batch, hidden, uses_frequency)).float()
+        squared, weight = _weighted_error(recon, batch["x"], batch["valid"], hidden, config.masked_weight,
+                                          config.visible_weight)
+        loss = squared / process.sum(weight).clamp_min(1.0)
+        optimisers[role].zero_grad(set_to_none=True)
+        # Gradients are averaged over processes; scaled so, they are those of the loss over the whole batch.
+        (loss * process.world).backward()
+        optimisers[role].step()
+        schedules[role].step()
+        losses[role] = process.sum(loss).item()
+        recons[role] = recon.detach().cpu()
+    return losses, recons
 
 
 def as_listed(path: Path, manifest: str) -> str:
@@ -192,11 +235,10 @@ def as_listed(path: Path, manifest: str) -> str:
     return os.path.normpath(os.path.relpath(path, Path(manifest).parent))
 
 
-def _save_checkpoint(path: Path, bundle: ModelBundle, optimisers: dict, schedules: dict, gen: torch.Generator,
-                     step: int) -> None:
+def _save_checkpoint(path: Path, bundle: ModelBundle, optimisers: dict, schedules: dict, step: int) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save({"networks": {r: n.state_dict() for r, n in bundle.networks.items()},
                 "optimisers": {r: o.state_dict() for r, o in optimisers.items()},
                 "schedules": {r: s.state_dict() for r, s in schedules.items()},
-                "generator": gen.get_state(), "step": step}, tmp)
+                "step": step}, tmp)
     os.replace(tmp, path)

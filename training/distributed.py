@@ -1,0 +1,77 @@
+"""Training under ``torchrun``: this process's place in the job and PyTorch's process group (gloo on CPU, NCCL on
+GPUs). Run alone, the same code is a single process and nothing is initialised.
+
+    torchrun --nproc-per-node 2 -m itermask.cli train …                         # one machine, 2 processes
+    torchrun --nnodes 2 --node-rank R --master-addr HOST --nproc-per-node 4 -m itermask.cli train …
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from itermask.cohort import process_rank
+
+
+@dataclass(frozen=True)
+class Process:
+    """Where this process stands: ``rank`` of ``world`` processes, and the device it trains on."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes checkpoints, logs, figures and the bundle."""
+        return self.rank == 0
+
+    @property
+    def mixed_precision(self) -> bool:
+        """bfloat16 autocast: on GPUs that support it (no loss scaling needed, unlike float16)."""
+        return self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over all processes (a copy; no gradient flows through it)."""
+        total = tensor.detach().clone()
+        if self.world > 1:
+            dist.all_reduce(total)
+        return total
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def parallel(self, net: torch.nn.Module) -> torch.nn.Module:
+        """``net`` on this process's device, wrapped so that its gradients are averaged over processes in backward."""
+        net = net.to(self.device)
+        if self.world == 1:
+            return net
+        return DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+
+def start(device: str = "auto") -> Process:
+    """Join the job ``torchrun`` started (its RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), or run alone.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (a GPU when there is one; each process takes GPU ``LOCAL_RANK``).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"unknown device {device!r} (auto, cpu or cuda)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but PyTorch sees no GPU")
+    rank, world = process_rank()
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(where)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Process(rank, world, where)
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
