@@ -71,7 +71,7 @@ def voxel_ranking_metrics(score: np.ndarray, truth: np.ndarray, brain: np.ndarra
 def reconstruction_quality(image: np.ndarray, reconstruction: np.ndarray, healthy: np.ndarray) -> dict[str, float]:
     """PSNR (dB) and SSIM of a reconstruction over the healthy brain (brain minus lesion) only.
 
-    The data range is that of the image over the healthy brain. SSIM is scikit-image's local SSIM map (7-voxel
+    The data range is that of the image over the healthy brain; a perfect reconstruction has PSNR ``inf``. SSIM is scikit-image's local SSIM map (7-voxel
     windows) averaged over healthy voxels; outside them the reconstruction is replaced by the image, so voxels that
     are not scored do not leak into the windows of those that are.
 
@@ -84,7 +84,8 @@ def reconstruction_quality(image: np.ndarray, reconstruction: np.ndarray, health
     healthy = np.asarray(healthy, bool)
     image, reconstruction = np.asarray(image, float), np.asarray(reconstruction, float)
     data_range = float(image[healthy].max() - image[healthy].min())
-    psnr = peak_signal_noise_ratio(image[healthy], reconstruction[healthy], data_range=data_range)
+    with np.errstate(divide="ignore"):  # a perfect reconstruction has an infinite PSNR, which is the right answer
+        psnr = peak_signal_noise_ratio(image[healthy], reconstruction[healthy], data_range=data_range)
     _, ssim_map = structural_similarity(image, np.where(healthy, reconstruction, image), data_range=data_range,
                                         full=True)
     return {"psnr_db": float(psnr), "ssim": float(ssim_map[healthy].mean())}
