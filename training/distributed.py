@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 from torch import distributed as dist
@@ -68,7 +69,8 @@ def start(device: str = "auto") -> Process:
     if cuda:
         torch.cuda.set_device(where)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        # Waits at barriers can be long (preparing a large cohort's share of the cache): allow two hours, not 30 min.
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     return Process(rank, world, where)
 
 

@@ -18,7 +18,7 @@ from itermask.cohort import shard
 from .batches import step_batch
 from .calibrate import calibrate, calibrate_one_shot
 from .data import load_training_set, prepared_cases, read_cases
-from .distributed import Process, start
+from .distributed import Process, start, stop
 from .log import TrainingLog
 
 # The paper's frequency cut-off in cycles per mm: radius 15 on 128² slices of ≈1.875 mm (2D), on 192³ at 1 mm (3D).
@@ -123,7 +123,8 @@ def _training_input(role: str, batch: dict, hidden: torch.Tensor, uses_frequency
 
 def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_after: int | None = None,
           device: str = "auto", cache: str | Path | None = None) -> Path | None:
-    """Train, calibrate and write ``<output>/<name>.pt``; returns its path.
+    """Train, calibrate and write ``<output>/<name>.pt``; returns its path (under torchrun, the main process
+    calibrates and writes it after the others have returned).
 
     Run alone or under ``torchrun`` (see :mod:`.distributed`): each process trains on its share of every step's
     batch, gradients are averaged, and only the main process writes. Step ``s`` always trains on the same samples
@@ -191,20 +192,20 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
                 log.plot()
                 log.show_reconstructions(step, batch, recons)
     bar.close()
+    stop()  # no collective follows: the others need not wait while the main process calibrates
     if step < config.steps:
         return None
     path = out / f"{config.name}.pt"
-    if process.is_main:
-        for net in bundle.networks.values():
-            net.to("cpu").eval()
-        calibration = calibrate if config.method == "itermask" else calibrate_one_shot
-        bundle.metadata["calibration"] = calibration(bundle, calibration_cases, config.seed)
-        bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
-                                       if k not in ("output", "source")}
-        bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.source) for c in calibration_cases]
-        bundle.save(path)
-    process.barrier()  # the others return once the bundle exists
-    return path
+    if not process.is_main:
+        return path
+    for net in bundle.networks.values():
+        net.to("cpu").eval()
+    calibration = calibrate if config.method == "itermask" else calibrate_one_shot
+    bundle.metadata["calibration"] = calibration(bundle, calibration_cases, config.seed)
+    bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
+                                   if k not in ("output", "source")}
+    bundle.metadata["training"]["calibration_data"] = [as_listed(c.image, config.source) for c in calibration_cases]
+    return bundle.save(path)
 
 
 def _train_step(models: dict, optimisers: dict, schedules: dict, batch: dict, config: TrainConfig,
