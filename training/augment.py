@@ -105,8 +105,8 @@ def random_intensity(x: torch.Tensor, brain: torch.Tensor, gen: torch.Generator,
     return out
 
 
-def random_augmentation(x: torch.Tensor, brain: torch.Tensor, valid: torch.Tensor, gen: torch.Generator, spacing_mm: float,
-            aug: Augmentation = Augmentation()):
+def random_augmentation(x: torch.Tensor, brain: torch.Tensor, valid: torch.Tensor, gen: torch.Generator,
+                        spacing_mm: float, aug: Augmentation = Augmentation()):
     """Flip, deform and change the intensities of (N, *spatial) samples; returns new (x, brain, valid)."""
     x, brain, valid = random_flip(x, brain, valid, gen)
     x, brain, valid = random_deformation(x, brain, valid, gen, spacing_mm, aug)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from itermask.bundle import method_of
 from itermask.frequency import high_frequency
 from itermask.masks import gaussian_cloud_masks_3d, gaussian_patch_masks
 
@@ -35,12 +36,11 @@ def training_batch(samples: TrainingSet, batch_size: int, metadata: dict, gen: t
     x, brain, valid = samples.image[idx], samples.brain[idx], samples.valid[idx]
     if augment:
         x, brain, valid = random_augmentation(x, brain, valid, gen, metadata["grid"]["spacing_mm"])
-    method = metadata.get("method", {"name": "itermask"})
-    if method["name"] == "itermask":
+    if method_of(metadata) == "itermask":
         hidden = random_masks(brain, metadata, gen)
         if whole_brain_fraction is None:
             whole_brain_fraction = metadata["masks"].get("whole_brain_fraction", 0.0)
-        if whole_brain_fraction > 0:  # no draw otherwise, so 2D runs keep the random stream they always had
+        if whole_brain_fraction > 0:  # no draw when no sample can be wholly hidden (2D models, calibration)
             whole = (torch.rand(len(idx), generator=gen) < whole_brain_fraction).view(-1, *(1,) * samples.dims)
             hidden = torch.where(whole, brain, hidden)
         hidden |= brain & ~valid  # a labelled lesion is never shown to the model
@@ -48,7 +48,8 @@ def training_batch(samples: TrainingSet, batch_size: int, metadata: dict, gen: t
     else:
         hidden = brain.clone()
         noise = torch.zeros(x.shape)
-        if method["name"] == "dae":
+        if method_of(metadata) == "dae":
+            method = metadata["method"]
             cell_px = method["noise_cell_mm"] / metadata["grid"]["spacing_mm"]
             # Kascenas et al. 2022: coarse Gaussian noise; the original DAE keeps only its hyper-intense half
             noise = smooth_random_field((len(idx), 1, *x.shape[1:]), cell_px, method["noise_sd"], gen)[:, 0]

@@ -11,9 +11,8 @@ import torch
 from tqdm import tqdm
 
 from itermask.bundle import LAYOUTS, ModelBundle, check_modality
-from itermask.reconstruction import network_input
-
 from itermask.cohort import shard
+from itermask.reconstruction import network_input
 
 from .batches import step_batch
 from .calibrate import calibrate, calibrate_one_shot
@@ -153,8 +152,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
     bundle = ModelBundle.create(config.metadata())
     divisor = bundle.networks[bundle.masked_role].divisor
     grid, cache = bundle.metadata["grid"], Path(cache) if cache else out / "preprocessed"
-    prepared_cases(shard(train_cases, process.rank, process.world), grid, config.dims, divisor, cache=cache)
-    process.barrier()  # every process has prepared its share of the cases; now all read all of them
+    if process.world > 1:  # each process prepares its share of the cases into the cache; then all read all
+        prepared_cases(shard(train_cases, process.rank, process.world), grid, config.dims, divisor, cache=cache)
+        process.barrier()
     samples = load_training_set(train_cases, grid, config.dims, divisor, cache=cache)
     step, checkpoint = 0, out / "checkpoint.ckpt"
     state = torch.load(checkpoint, weights_only=True, map_location="cpu") if resume and checkpoint.exists() else None

@@ -50,7 +50,7 @@ class ModelBundle:
     @property
     def method(self) -> str:
         """``itermask``, or the baseline a bundle was trained as (``ae``, ``dae``; see :data:`LAYOUTS`)."""
-        return self.metadata.get("method", {}).get("name", "itermask")
+        return method_of(self.metadata)
 
     @property
     def uses_frequency(self) -> bool:
@@ -127,6 +127,11 @@ class ModelBundle:
         return bundle
 
 
+def method_of(metadata: dict) -> str:
+    """The ``method`` name bundle ``metadata`` records; bundles from before the baselines existed are ``itermask``."""
+    return metadata.get("method", {}).get("name", "itermask")
+
+
 def uses_frequency(metadata: dict) -> bool:
     return bool(metadata["frequency"].get("masked_input", True))
 
@@ -146,7 +151,7 @@ def _check_metadata(metadata: dict, where: str) -> None:
         raise ItermaskError(f"{where}: bundle metadata lacks {', '.join(missing)}")
     if metadata["modality"] not in MODALITIES:
         raise ItermaskError(f"{where}: unknown modality {metadata['modality']!r}")
-    method = metadata.get("method", {}).get("name", "itermask")
+    method = method_of(metadata)
     expected = LAYOUTS.get(method, {}).get(int(metadata["dims"]))
     if expected is None or set(metadata["networks"]) != set(expected):
         raise ItermaskError(f"{where}: method {method!r}, dims {metadata['dims']} with networks {metadata['networks']} "
