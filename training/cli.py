@@ -16,7 +16,8 @@ def _cmd_train(args) -> int:
     config = TrainConfig(source=args.data, output=args.output, name=args.name, modality=args.modality,
                          dims=args.dims, lr=args.lr, seed=args.seed, method=args.method,
                          frequency=not args.no_frequency, dae_noise=args.dae_noise, dae_noise_sd=args.dae_noise_sd,
-                         augment=not args.no_augment, checkpoint_every=args.checkpoint_every, **settings)
+                         augment=not args.no_augment, init_from=args.init_from,
+                         checkpoint_every=args.checkpoint_every, **settings)
     path = train(config, resume=not args.restart, stop_after=args.stop_after, device=args.device, cache=args.cache)
     if process_rank()[0] == 0:
         print(f"wrote {path}" if path else f"stopped after {args.stop_after} steps; run again to resume")
@@ -74,6 +75,8 @@ def register(subparsers) -> None:
                    help="ablation 'spatial masking only': the masked network does not see the high-frequency image")
     p.add_argument("--no-augment", action="store_true",
                    help="train without flips, deformations, bias field, gamma and noise (on by default)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="fine-tune: start from this bundle's weights (a name or a path; same method, dims and widths)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: a GPU when there is one (under torchrun, GPU LOCAL_RANK), with bfloat16 mixed precision")
     p.add_argument("--cache", help="preprocessing cache folder (default <output>/preprocessed); may be shared")

@@ -21,7 +21,7 @@ from itermask.preprocess import PreparedVolume, prepare_volume
 from .cache import cached_arrays, entry_key
 from .discovery import discover
 
-SPLITS = ("train", "calibration")
+SPLITS = ("train", "calibration", "validation")
 
 
 @dataclass
@@ -35,8 +35,9 @@ class Case:
 def read_manifest(path: str | Path) -> list[Case]:
     """Cases from a CSV with columns ``image, brain_mask, lesion_mask, split``; paths relative to the CSV.
 
-    ``brain_mask`` and ``lesion_mask`` may be empty; ``split`` is ``train`` or ``calibration`` (held-out healthy
-    data used only to set τ and the segmentation threshold).
+    ``brain_mask`` and ``lesion_mask`` may be empty; ``split`` is ``train``, ``calibration`` (held-out healthy
+    data used only to set τ and the segmentation threshold) or ``validation`` (labelled scans that neither training
+    nor calibration touches; the benchmark chooses a bundle's defaults on them).
     """
     path = Path(path)
     base = path.parent

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from itermask.bundle import LAYOUTS, ModelBundle, check_modality
+from itermask.bundle import LAYOUTS, ModelBundle, check_modality, load_model
+from itermask.errors import ItermaskError
 from itermask.cohort import shard
 from itermask.reconstruction import network_input
 
@@ -71,6 +72,7 @@ class TrainConfig:
     visible_weight: float = 0.1
     checkpoint_every: int = 200
     seed: int = 0
+    init_from: str | None = None  # a bundle to fine-tune (same method, dims and widths) instead of a fresh start
     data: list = field(default_factory=list)
 
     @property
@@ -162,6 +164,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         step = int(state["step"])
         for role, net in bundle.networks.items():
             net.load_state_dict(state["networks"][role])
+    elif config.init_from:
+        _initialise_from(bundle, config.init_from)
     models = {role: process.parallel(net) for role, net in bundle.networks.items()}
     optimisers = {role: torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
                   for role, net in bundle.networks.items()}
@@ -229,6 +233,19 @@ def _train_step(models: dict, optimisers: dict, schedules: dict, batch: dict, co
         losses[role] = process.sum(loss).item()
         recons[role] = recon.detach().cpu()
     return losses, recons
+
+
+def _initialise_from(bundle: ModelBundle, name_or_path: str) -> None:
+    """Start from a trained bundle's weights (fine-tuning); its layout and widths must be the new bundle's."""
+    start_from = load_model(name_or_path)
+    try:
+        if set(start_from.networks) != set(bundle.networks):
+            raise RuntimeError
+        for role, net in bundle.networks.items():
+            net.load_state_dict(start_from.networks[role].state_dict())
+    except RuntimeError:
+        raise ItermaskError(f"cannot start from {name_or_path}: its networks or widths differ from this model's") \
+            from None
 
 
 def as_listed(path: Path, manifest: str) -> str:
