@@ -54,6 +54,8 @@ def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) ->
     voxel_ml = session.prepared.grid.spacing ** 3 / 1000.0
     score = {"final_mask_ml": float((session.current.mask & healthy).sum()) * voxel_ml,
              "mean_error": float(error.mean())}
+    if policy == "itermask3d":  # the healthy range an absurd subject τ_stop is recognised by
+        score["tau_stop"] = float(session.tau)
     return {"errors": error.numpy(), "score": score}
 
 
