@@ -78,10 +78,12 @@ def test_bad_input_exits_non_zero_with_one_line_and_no_output(tiny_model, tmp_pa
 def test_brain_mask_problems_and_unknown_names(tiny_model, tmp_path):
     image = write(tmp_path / "scan.nii.gz", np.pad(np.ones((20, 20, 20), np.float32), 10))
     empty = write(tmp_path / "empty.nii.gz", np.zeros((40, 40, 40), np.uint8))
-    other = write(tmp_path / "other.nii.gz", np.ones((40, 40, 39), np.uint8))
+    away = np.eye(4)
+    away[:3, 3] = 100.0  # the scan's shape, 100 mm away
+    elsewhere = write(tmp_path / "elsewhere.nii.gz", np.ones((40, 40, 40), np.uint8), away)
     for args, message in (
         (["--brain-mask", empty, "--model", tiny_model], "brain mask is empty"),
-        (["--brain-mask", other, "--model", tiny_model], "brain mask has shape (40, 40, 39)"),
+        (["--brain-mask", elsewhere, "--model", tiny_model], "brain mask does not overlap the image"),
         (["--modality", "PET"], "unknown modality 'PET'"),
         (["--model", "nonexistent"], "unknown model 'nonexistent'"),
         (["--model", tiny_model, "--modality", "T2"], "is for FLAIR, not T2"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from itermask import ModelBundle, Session
+from itermask import ItermaskError, ModelBundle, Session
 
 
 @pytest.fixture()
@@ -47,7 +47,7 @@ def test_back_seek_and_step_reuse_cached_iterations(session):
     assert session.seek(0).index == 0
     session.seek(1)
     assert session.step() is third  # cached: nothing recomputed
-    with pytest.raises(IndexError):
+    with pytest.raises(ItermaskError, match="has not been computed"):
         session.seek(7)
 
 

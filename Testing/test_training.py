@@ -64,3 +64,66 @@ def test_a_folder_of_scans_with_mask_files_beside_them_is_read_as_cases(tmp_path
     assert cases[0].brain_mask.name == "a_brainmask.nii.gz" and cases[0].lesion_mask.name == "a_lesion.nii.gz"
     assert cases[1].brain_mask is None and cases[1].lesion_mask.name == "b_lesion.nii.gz"
     assert cases[2].brain_mask is None and cases[2].lesion_mask is None
+
+
+def with_data(args, data):
+    """``train_args`` with another ``--data``."""
+    args[args.index("--data") + 1] = str(data)
+    return args
+
+
+def checkpointed(folder, *extra):
+    """A run in ``folder`` stopped after one step: a checkpoint and no bundle."""
+    assert main(train_args(folder, "--stop-after", "1", *extra)) == 0
+    assert (folder / "checkpoint.ckpt").exists()
+    return folder / "checkpoint.ckpt"
+
+
+def one_line_error(capsys, args, *phrases):
+    """Run ``itermask <args>``; it must fail with one ``itermask: error:`` line holding every phrase."""
+    capsys.readouterr()  # what earlier calls printed
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("itermask: error:"), err
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+def test_resuming_another_run_is_refused_naming_the_difference(tmp_path, capsys):
+    run = tmp_path / "run"
+    checkpoint = checkpointed(run)
+    before = checkpoint.read_bytes()
+    other_data = tmp_path / "other"
+    other_data.mkdir()
+    (other_data / "cases.csv").write_text(manifest(run).read_text().replace(str(MS / "FLAIR.nii.gz"),
+                                                                             str(brats("0004"))))
+    for change, phrase in ((["--lr", "0.002"], "lr 0.001 → 0.002"), (["--seed", "1"], "seed 0 → 1"),
+                           (["--name", "u"], "name 't' → 'u'"), (["--channels", "8", "16"], "channels [4, 8]"),
+                           (["--dims", "3"], "dims 2 → 3"), (["--init-from", "x.pt"], "init_from None → 'x.pt'")):
+        one_line_error(capsys, train_args(run, *change), "belongs to another training run", phrase, "--restart")
+    one_line_error(capsys, with_data(train_args(run), other_data / "cases.csv"),
+                   "training data (1 file(s) new or changed, 1 no longer used", "--restart")
+    assert checkpoint.read_bytes() == before and not (run / "t.pt").exists()
+
+
+def test_a_truncated_checkpoint_is_refused_and_restart_starts_over(tmp_path, capsys):
+    checkpoint = checkpointed(tmp_path)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    one_line_error(capsys, train_args(tmp_path), "cannot be read", "--restart")
+    assert main(train_args(tmp_path, "--restart", "--stop-after", "1")) == 0
+    assert torch.load(checkpoint, weights_only=True)["step"] == 1
+
+
+def test_training_input_errors_are_one_line_before_any_preparation(tmp_path, capsys):
+    good = manifest(tmp_path / "data").read_text()
+    cases = tmp_path / "data" / "cases.csv"
+    for text, phrase in ((good.replace("image,", "scan,", 1), "the columns must be"),
+                         (good.replace("brain_mask,", "brainmask,", 1), "the columns must be"),
+                         (good.replace(str(brats("0005")), str(tmp_path / "gone.nii.gz")),
+                          "1 listed file(s) not found, first " + str(tmp_path / "gone.nii.gz"))):
+        cases.write_text(text)
+        one_line_error(capsys, with_data(train_args(tmp_path / "out"), cases), phrase)
+    one_line_error(capsys, with_data(train_args(tmp_path / "out"), tmp_path / "missing.csv"),
+                   "missing.csv is neither a folder of scans nor a CSV manifest")
+    assert not (tmp_path / "out" / "preprocessed").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itermask.bundle import MODALITIES
 from itermask.cohort import process_rank
+from itermask.errors import ItermaskError
 
 
 def _cmd_train(args) -> int:
@@ -34,7 +35,7 @@ def _cmd_calibrate(args) -> int:
     bundle = load_model(args.model)
     cases = [c for c in read_cases(args.data, bundle.modality, report=print) if c.split == "calibration"]
     if not cases:
-        raise SystemExit(f"{args.data} has no calibration case")
+        raise ItermaskError(f"{args.data} has no calibration case")
     calibration = calibrate if bundle.method == "itermask" else calibrate_one_shot
     bundle.metadata["calibration"] = calibration(bundle, cases, args.seed)
     bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, args.data) for c in cases]

@@ -16,7 +16,7 @@ import itermask.preprocess
 from itermask.bundle import grid_divisor
 from itermask.errors import ItermaskError
 from itermask.io import read_volume
-from itermask.preprocess import PreparedVolume, prepare_volume
+from itermask.preprocess import PreparedVolume, mask_on_image_grid, prepare_volume
 
 from .cache import cached_arrays, entry_key
 from .discovery import discover
@@ -32,27 +32,49 @@ class Case:
     split: str
 
 
+MANIFEST_COLUMNS = ("image", "brain_mask", "lesion_mask", "split")
+
+
 def read_manifest(path: str | Path) -> list[Case]:
     """Cases from a CSV with columns ``image, brain_mask, lesion_mask, split``; paths relative to the CSV.
 
     ``brain_mask`` and ``lesion_mask`` may be empty; ``split`` is ``train``, ``calibration`` (held-out healthy
     data used only to set τ and the segmentation threshold) or ``validation`` (labelled scans that neither training
-    nor calibration touches; the benchmark chooses a bundle's defaults on them).
+    nor calibration touches; the benchmark chooses a bundle's defaults on them). Every file listed must exist: a
+    missing one is reported now, not after preparing the others.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ItermaskError(f"{path} is neither a folder of scans nor a CSV manifest (not found)")
     base = path.parent
     cases = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            split = (row.get("split") or "train").strip()
-            if split not in SPLITS:
-                raise ItermaskError(f"{path}: split must be one of {SPLITS}, got {split!r}")
-            optional = {k: (base / row[k].strip() if (row.get(k) or "").strip() else None)
-                        for k in ("brain_mask", "lesion_mask")}
-            cases.append(Case(base / row["image"].strip(), optional["brain_mask"], optional["lesion_mask"], split))
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            unknown = set(reader.fieldnames or ()) - set(MANIFEST_COLUMNS)
+            if "image" not in (reader.fieldnames or ()) or unknown:
+                raise ItermaskError(f"{path}: the columns must be {','.join(MANIFEST_COLUMNS)} (image required), got "
+                                    f"{','.join(reader.fieldnames or ()) or 'none'}")
+            for line, row in enumerate(reader, start=2):
+                cases.append(_case_of_row(row, base, f"{path}, line {line}"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ItermaskError(f"cannot read {path} as a CSV manifest ({type(exc).__name__})") from None
     if not cases:
         raise ItermaskError(f"{path}: no cases listed")
+    missing = [f for c in cases for f in (c.image, c.brain_mask, c.lesion_mask) if f is not None and not f.is_file()]
+    if missing:
+        raise ItermaskError(f"{path}: {len(missing)} listed file(s) not found, first {missing[0]}")
     return cases
+
+
+def _case_of_row(row: dict, base: Path, where: str) -> Case:
+    split = (row.get("split") or "train").strip()
+    if split not in SPLITS:
+        raise ItermaskError(f"{where}: split must be one of {SPLITS}, got {split!r}")
+    listed = {k: (base / row[k].strip() if (row.get(k) or "").strip() else None) for k in MANIFEST_COLUMNS[:3]}
+    if listed["image"] is None:
+        raise ItermaskError(f"{where}: no image")
+    return Case(listed["image"], listed["brain_mask"], listed["lesion_mask"], split)
 
 
 def read_cases(path: str | Path, modality: str | None = None, calibration_fraction: float = 0.2,
@@ -107,7 +129,7 @@ class CaseVolumes:
 
 def read_case(case: Case) -> CaseVolumes:
     image, affine = read_volume(case.image)
-    brain = read_volume(case.brain_mask)[0] if case.brain_mask else None
+    brain = mask_on_image_grid(*read_volume(case.brain_mask), image.shape[:3], affine) if case.brain_mask else None
     lesion = np.asarray(read_volume(case.lesion_mask)[0]) > 0 if case.lesion_mask else None
     return CaseVolumes(image, affine, brain, lesion)
 

@@ -14,6 +14,7 @@ from itermask.bundle import LAYOUTS, ModelBundle, check_modality, load_model
 from itermask.errors import ItermaskError
 from itermask.cohort import shard
 from itermask.reconstruction import network_input
+from itermask.session import check_seed
 
 from .batches import step_batch
 from .calibrate import calibrate, calibrate_one_shot
@@ -139,33 +140,36 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
     on a CPU or a job queue); the next call resumes. ``device``: ``auto``, ``cpu`` or ``cuda`` (bfloat16 mixed
     precision). ``cache``: the preprocessing cache folder (default ``<output>/preprocessed``, see :mod:`.cache`).
     """
+    check_seed(config.seed)
     process = start(device)
+    cases = read_cases(config.source, config.modality, report=tqdm.write if progress and process.is_main else None)
     if config.batch_size % process.world:
-        raise SystemExit(f"the batch of {config.batch_size} cannot be shared equally among {process.world} processes")
+        raise ItermaskError(f"the batch of {config.batch_size} cannot be shared equally among {process.world} "
+                            "processes")
     torch.manual_seed(config.seed)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    cases = read_cases(config.source, config.modality, report=tqdm.write if progress and process.is_main else None)
     train_cases = [c for c in cases if c.split == "train"]
     calibration_cases = [c for c in cases if c.split == "calibration"]
-    if not calibration_cases:
-        raise SystemExit("the manifest needs at least one case with split=calibration (held-out healthy data)")
+    if not train_cases or not calibration_cases:
+        raise ItermaskError(f"{config.source} needs at least one case with split=train and one with "
+                            "split=calibration (held-out healthy data)")
     config.data = [as_listed(c.image, config.source) for c in train_cases]
     bundle = ModelBundle.create(config.metadata())
+    # Whether and from where to resume is settled before the (long) preparation of the data.
+    step, checkpoint, identity = 0, out / "checkpoint.ckpt", run_identity(config, train_cases)
+    state = resume_state(checkpoint, identity) if resume and checkpoint.exists() else None
+    if state:
+        step = int(state["step"])
+        _load_states(checkpoint, state["networks"], bundle.networks)
+    elif config.init_from:
+        _initialise_from(bundle, config.init_from)
     divisor = bundle.networks[bundle.masked_role].divisor
     grid, cache = bundle.metadata["grid"], Path(cache) if cache else out / "preprocessed"
     if process.world > 1:  # each process prepares its share of the cases into the cache; then all read all
         prepared_cases(shard(train_cases, process.rank, process.world), grid, config.dims, divisor, cache=cache)
         process.barrier()
     samples = load_training_set(train_cases, grid, config.dims, divisor, cache=cache)
-    step, checkpoint = 0, out / "checkpoint.ckpt"
-    state = torch.load(checkpoint, weights_only=True, map_location="cpu") if resume and checkpoint.exists() else None
-    if state:
-        step = int(state["step"])
-        for role, net in bundle.networks.items():
-            net.load_state_dict(state["networks"][role])
-    elif config.init_from:
-        _initialise_from(bundle, config.init_from)
     models = {role: process.parallel(net) for role, net in bundle.networks.items()}
     optimisers = {role: torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
                   for role, net in bundle.networks.items()}
@@ -173,9 +177,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0))))
         for role, opt in optimisers.items()}
     if state:
-        for role in bundle.networks:
-            optimisers[role].load_state_dict(state["optimisers"][role])
-            schedules[role].load_state_dict(state["schedules"][role])
+        _load_states(checkpoint, state["optimisers"], optimisers)
+        _load_states(checkpoint, state["schedules"], schedules)
     last_step = config.steps if stop_after is None else min(config.steps, step + stop_after)
     log = TrainingLog(out, step) if process.is_main else None
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and process.is_main),
@@ -192,7 +195,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True, stop_
         if log:
             log.add(step, losses)
             if step % config.checkpoint_every == 0 or step == last_step:
-                _save_checkpoint(checkpoint, bundle, optimisers, schedules, step)
+                _save_checkpoint(checkpoint, bundle, optimisers, schedules, step, identity)
                 log.plot()
                 log.show_reconstructions(step, batch, recons)
     bar.close()
@@ -253,10 +256,80 @@ def as_listed(path: Path, manifest: str) -> str:
     return os.path.normpath(os.path.relpath(path, Path(manifest).parent))
 
 
-def _save_checkpoint(path: Path, bundle: ModelBundle, optimisers: dict, schedules: dict, step: int) -> None:
+def _save_checkpoint(path: Path, bundle: ModelBundle, optimisers: dict, schedules: dict, step: int,
+                     run: dict) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save({"networks": {r: n.state_dict() for r, n in bundle.networks.items()},
                 "optimisers": {r: o.state_dict() for r, o in optimisers.items()},
                 "schedules": {r: s.state_dict() for r, s in schedules.items()},
-                "step": step}, tmp)
+                "step": step, "run": run}, tmp)
     os.replace(tmp, path)
+
+
+# TrainConfig fields that do not change the model a run makes: where its files go and how often it checkpoints (the
+# manifest's location neither: its cases are compared through ``data``).
+_NOT_DEFINING_THE_RUN = ("output", "source", "checkpoint_every", "data")
+_RESTART = "run again with --restart to start over (or train into another -o folder)"
+
+
+def run_identity(config: TrainConfig, train_cases: list) -> dict:
+    """What defines a training run, stored in its checkpoint: the configuration and, for every training file (scan
+    and masks), its resolved path, size and modification time."""
+    identity = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
+                if k not in _NOT_DEFINING_THE_RUN}
+    files = [f for c in train_cases for f in (c.image, c.brain_mask, c.lesion_mask) if f is not None]
+    identity["data"] = [[str(Path(f).resolve()), *_size_and_mtime(f)] for f in files]
+    return identity
+
+
+def _size_and_mtime(path: Path) -> list[int]:
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def run_differences(stored: dict, current: dict) -> list[str]:
+    """What differs between the run a checkpoint was made by and this one, one phrase per field."""
+    out = []
+    for key in sorted(set(stored) | set(current)):
+        before, now = stored.get(key), current.get(key)
+        if before == now:
+            continue
+        if key == "data":
+            changed = [row[0] for row in (now or []) if row not in (before or [])]
+            gone = len(before or []) - (len(now or []) - len(changed))
+            example = f", e.g. {changed[0]}" if changed else ""
+            out.append(f"training data ({len(changed)} file(s) new or changed, {gone} no longer used{example})")
+        else:
+            out.append(f"{key} {before!r} → {now!r}")
+    return out
+
+
+def resume_state(checkpoint: Path, identity: dict) -> dict:
+    """The checkpoint's contents, if it can be read and was made by the same run (see :func:`run_identity`); an
+    :class:`ItermaskError` naming the difference otherwise, since resuming would train one run's weights on
+    another's settings and record false provenance."""
+    try:
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+        if not isinstance(state, dict) or not {"step", "networks", "optimisers", "schedules"} <= set(state):
+            raise KeyError("not a training checkpoint")
+    except Exception as exc:  # truncated, corrupt or not a checkpoint: torch raises many types
+        raise ItermaskError(f"{checkpoint} cannot be read ({type(exc).__name__}: truncated or corrupt?); "
+                            f"{_RESTART}") from None
+    if "run" not in state:  # checkpoints from before runs were recorded: their layout is still checked on loading
+        tqdm.write(f"note: {checkpoint} does not record the run it belongs to; resuming it as this one")
+        return state
+    differences = run_differences(state["run"], identity)
+    if differences:
+        raise ItermaskError(f"{checkpoint} belongs to another training run ({'; '.join(differences)}); {_RESTART}")
+    return state
+
+
+def _load_states(checkpoint: Path, states: dict, into: dict) -> None:
+    """Each role's state dict from the checkpoint into this run's network, optimiser or schedule of that role; a
+    mismatch (other networks, widths or dims) becomes a one-line error."""
+    try:
+        for role, target in into.items():
+            target.load_state_dict(states[role])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise ItermaskError(f"{checkpoint} does not fit this model ({type(exc).__name__}: other networks, widths or "
+                            f"dims?); {_RESTART}") from None

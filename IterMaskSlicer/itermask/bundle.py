@@ -10,6 +10,7 @@ normalisation, frequency radius, policy settings, calibration (τ, segmentation 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -156,6 +157,12 @@ def _check_metadata(metadata: dict, where: str) -> None:
     if expected is None or set(metadata["networks"]) != set(expected):
         raise ItermaskError(f"{where}: method {method!r}, dims {metadata['dims']} with networks {metadata['networks']} "
                            "is not a known layout")
+    # JSON readers accept NaN; a NaN τ or threshold would silently give empty masks.
+    for key in ("tau", "threshold"):
+        value = metadata["calibration"].get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ItermaskError(f"{where}: calibration {key} is {value!r}, not a finite number (re-calibrate the "
+                                "model with `itermask calibrate`)")
 
 
 def model_directories() -> list[Path]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
-import tempfile
 import time
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -18,44 +19,101 @@ from . import __version__
 from .bundle import MODALITIES, ModelBundle, available_models, check_modality, default_model_name, load_model
 from .errors import ItermaskError
 from .policies import POLICIES
-from .session import Session
+from .session import Session, check_seed
 
 
 def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_mask: Path | None,
-                 policy: str, seed: int, device: str) -> Path:
-    """Segment one file into ``out_root/<stem>/``; the folder appears complete or not at all."""
-    from .figures import save_iteration_figure
-    from .io import read_volume, scan_stem, write_nifti
+                 policy: str, seed: int, device: str, name: str | None = None) -> Path:
+    """Segment one file into ``out_root/<name>/`` (default name: the file's stem); the folder appears complete or
+    not at all. Inputs are checked and the output folder is made writable before the computation; any problem is an
+    :class:`ItermaskError`."""
+    from .cohort import partial_folder
+    from .io import read_volume, scan_stem
+    from .preprocess import check_image
 
     start = time.perf_counter()
     image, affine = read_volume(input_path)
-    brain = read_volume(brain_mask)[0] if brain_mask else None
+    image = check_image(image)  # first, so that a brain mask is placed on a grid known to be 3D
+    brain = _brain_mask_on_scan_grid(brain_mask, image.shape, affine)
     session = Session(bundle, image, affine, brain, policy=policy, seed=seed, device=device)
-    result = session.run()
-    out_root.mkdir(parents=True, exist_ok=True)
-    final = out_root / scan_stem(input_path)
-    partial = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=out_root))
-    partial.chmod(0o755)  # mkdtemp makes it private; results are ordinary files
-    try:
-        write_nifti(partial / "mask.nii.gz", result.mask.astype(np.uint8), affine)
-        write_nifti(partial / "anomaly_map.nii.gz", result.anomaly_map.astype(np.float32), affine)
-        save_iteration_figure(session, partial / "iterations.png")
-        report = {
-            "itermask_version": __version__, "input": str(input_path), "brain_mask": str(brain_mask or ""),
-            "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims, "policy": policy, "seed": seed,
-            "device": str(session.device), "tau": session.tau, "tau_stop": result.policy.get("tau_stop", session.tau),
-            "policy_details": result.policy, "threshold": result.threshold, "converged": result.converged, "iterations": result.iterations,
-            "scan_score": result.scan_score, "calibration": bundle.calibration,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-        (partial / "report.json").write_text(json.dumps(report, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    final = out_root / (name or scan_stem(input_path))
+    with _output_errors(final):
+        out_root.mkdir(parents=True, exist_ok=True)
+        with partial_folder(out_root, final.name) as partial:
+            partial.chmod(0o755)  # mkdtemp makes it private; results are ordinary files
+            result = session.run()
+            report = {
+                "itermask_version": __version__, "input": str(input_path), "brain_mask": str(brain_mask or ""),
+                "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims, "policy": policy,
+                "seed": seed, "device": str(session.device), "tau": session.tau,
+                "tau_stop": result.policy.get("tau_stop", session.tau), "policy_details": result.policy,
+                "threshold": result.threshold, "converged": result.converged, "iterations": result.iterations,
+                "scan_score": result.scan_score, "calibration": bundle.calibration,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            _write_results(partial, session, result, report)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
     return final
+
+
+def _brain_mask_on_scan_grid(brain_mask: Path | None, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray | None:
+    from .io import read_volume
+    from .preprocess import mask_on_image_grid
+
+    if brain_mask is None:
+        return None
+    mask, mask_affine = read_volume(brain_mask)
+    return mask_on_image_grid(mask, mask_affine, shape, affine)
+
+
+def _write_results(folder: Path, session: Session, result, report: dict) -> None:
+    from .figures import save_iteration_figure
+    from .io import write_nifti
+
+    affine = session.prepared.input_affine
+    write_nifti(folder / "mask.nii.gz", result.mask.astype(np.uint8), affine)
+    write_nifti(folder / "anomaly_map.nii.gz", result.anomaly_map.astype(np.float32), affine)
+    save_iteration_figure(session, folder / "iterations.png")
+    (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinity replaced by None: JSON has no such numbers, and a bare ``NaN`` makes the
+    whole file unreadable to strict parsers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@contextmanager
+def _output_errors(where: Path):
+    """The operating system's refusals while writing results (read-only, disk full, a name too long) as one-line
+    errors naming the output."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ItermaskError(f"cannot write {where}: {reason}") from None
+
+
+def check_output_folder(out_root: Path) -> None:
+    """Refuse, before any scan is computed, an output path that is a file or lies where nothing can be written; then
+    remove the partial folders killed runs left in it."""
+    from .cohort import remove_stale_partials
+
+    existing = next(p for p in (out_root.absolute(), *out_root.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ItermaskError(f"the output path {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ItermaskError(f"cannot write into {existing} (a read-only file system, or no permission)")
+    if out_root.is_dir():
+        remove_stale_partials(out_root)
 
 
 def _choose_model(args) -> ModelBundle:
@@ -72,10 +130,13 @@ def _choose_model(args) -> ModelBundle:
 def _cmd_segment(args) -> int:
     from tqdm import tqdm
 
-    from .cohort import expand_inputs, process_rank, shard, write_summary
-    from .io import scan_stem
+    from .cohort import clear_failure, expand_inputs, output_names, process_rank, record_failure, shard, write_summary
 
+    seed = check_seed(args.seed)
+    out_root = Path(args.output)
+    check_output_folder(out_root)
     inputs = expand_inputs(args.inputs)
+    names = output_names(inputs)
     masks = [Path(m) for m in args.brain_mask or []]
     if len(masks) > 1 and (len(masks) != len(args.inputs) or len(inputs) != len(args.inputs)):
         raise ItermaskError(f"give one --brain-mask for all inputs or one per input file ({len(args.inputs)})")
@@ -83,25 +144,30 @@ def _cmd_segment(args) -> int:
     bundle = _choose_model(args)
     rank, world = process_rank()
     mine = shard(inputs, rank, world)
-    out_root = Path(args.output)
-    failures, skipped = 0, 0
+    failures, skipped = {}, 0
     bar = tqdm(mine, unit="scan", disable=len(mine) < 2,
                desc="segment" + (f" (process {rank + 1} of {world})" if world > 1 else ""))
     for path in bar:
-        if args.skip_existing and (out_root / scan_stem(path) / "report.json").exists():
+        if args.skip_existing and _is_file(out_root / names[path] / "report.json"):
             skipped += 1
             continue
         mask = paired.get(path) or (masks[0] if len(masks) == 1 else None) or _mask_beside(path)
         try:
-            out = segment_file(path, out_root, bundle, mask, args.policy, args.seed, args.device)
+            out = segment_file(path, out_root, bundle, mask, args.policy, seed, args.device, names[path])
+            clear_failure(out_root, names[path])
             tqdm.write(f"{path}: wrote {out}")
-        except ItermaskError as exc:
-            failures += 1
+        except ItermaskError as exc:  # one bad scan must not stop the others
+            failures[path] = str(exc)
             tqdm.write(f"itermask: error: {path}: {exc}", file=sys.stderr)
     if skipped:
         print(f"skipped {skipped} already segmented (--skip-existing)")
-    if out_root.is_dir():
-        print(f"summary of every scan in {out_root}: {write_summary(out_root)}")
+    if out_root.is_dir():  # nothing was written for a single bad scan, and nothing should be
+        for path, reason in failures.items():
+            record_failure(out_root, names[path], path, reason)
+        with _output_errors(out_root / "summary.csv"):
+            print(f"summary of every scan in {out_root}: {write_summary(out_root)}")
+    if failures and len(mine) > 1:
+        print(f"itermask: error: {len(failures)} of {len(mine)} scans failed (see above)", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -110,7 +176,15 @@ def _mask_beside(path: Path) -> Path | None:
     from .io import SUFFIXES, scan_stem
 
     found = [path.with_name(scan_stem(path) + "_brainmask" + suffix) for suffix in SUFFIXES]
-    return next((f for f in found if f.exists()), None)
+    return next((f for f in found if _is_file(f)), None)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False also for a name too long to exist, which ``Path.is_file`` raises for."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _cmd_models(args) -> int:
@@ -134,9 +208,11 @@ def _cmd_demo(args) -> int:
     from .example import write_example
 
     out = Path(args.output)
+    seed = check_seed(args.seed)
+    check_output_folder(out)
     scan, brain = write_example(out / "inputs")
     bundle = load_model(default_model_name("FLAIR"))
-    result_dir = segment_file(scan, out, bundle, brain, "itermask2", args.seed, args.device)
+    result_dir = segment_file(scan, out, bundle, brain, "itermask2", seed, args.device)
     print(f"example scan: {scan}\nresults: {result_dir} (look at iterations.png first)")
     return 0
 

@@ -4,20 +4,40 @@ Sharding follows the environment ``torchrun`` (and most cluster launchers) set: 
 takes every ``WORLD_SIZE``-th input of the sorted list, so each input is done by exactly one process, on one node or
 many, with no coordination beyond a shared output folder. Each process rebuilds ``summary.csv`` from the reports on
 disk when it finishes, so the last one to finish leaves the complete table.
+
+Each scan's results are written into a hidden ``.<name>.*.partial`` folder that is renamed into place when complete.
+The writer holds a lock on it, so a later run can tell a partial folder left by a killed process (removed) from one
+another process is writing now (left alone). A scan that fails leaves a record in ``.failures/`` until it succeeds,
+so the summary lists it, whichever process wrote it.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
-from .io import SUFFIXES
+from .errors import ItermaskError
+from .io import DICOM_ADVICE, SUFFIXES, is_dicom, scan_stem
+
+try:
+    import fcntl
+except ImportError:  # Windows: partial folders are then never removed, only left out of the summary
+    fcntl = None
 
 SUMMARY_COLUMNS = ("input", "model", "policy", "final_mask_ml", "segmentation_ml", "mean_error",
                    "final_mask_ml_healthy_percentile", "mean_error_healthy_percentile", "threshold", "tau_stop",
-                   "converged", "seconds", "output")
+                   "converged", "seconds", "output", "status", "error")
+FAILURES = ".failures"
 _MASK_NAMES = ("_brainmask", "_lesion", "_mask")
+# A partial folder is locked a moment after it is made; one younger than this may not be locked yet.
+_PARTIAL_GRACE_S = 5.0
 
 
 def process_rank() -> tuple[int, int]:
@@ -37,12 +57,136 @@ def expand_inputs(paths: list[str | Path]) -> list[Path]:
     """
     out = set()
     for path in map(Path, paths):
-        if path.is_dir():
-            out.update(f for f in path.iterdir() if f.is_file() and f.name.lower().endswith(SUFFIXES)
-                       and not any(f.name.lower().split(".")[0].endswith(m) for m in _MASK_NAMES))
-        else:
-            out.add(path)
+        out.update(scans_in_folder(path) if path.is_dir() else [path])
     return sorted(out)
+
+
+def scans_in_folder(folder: Path) -> list[Path]:
+    """The scans directly in ``folder``, masks left out; a one-line error for a folder that has none (empty, other
+    files, or a DICOM series, which needs converting first)."""
+    entries = list(folder.iterdir())
+    if not entries:
+        raise ItermaskError(f"{folder} is empty")
+    scans = [f for f in entries if f.is_file() and f.name.lower().endswith(SUFFIXES)
+             and not any(f.name.lower().split(".")[0].endswith(m) for m in _MASK_NAMES)]
+    if scans:
+        return scans
+    # DICOM series often sit one folder down (one per series) and have no suffix.
+    files = [f for e in entries for f in ([e] if e.is_file() else e.iterdir() if e.is_dir() else []) if f.is_file()]
+    if any(is_dicom(f) for f in files[:100]):
+        raise ItermaskError(f"{folder} holds DICOM files, not volumes: {DICOM_ADVICE}")
+    raise ItermaskError(f"{folder} holds no scans ({', '.join(SUFFIXES)}; subfolders are not searched)")
+
+
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """The output folder name of each input: its stem, unless other inputs share it. Then the parent folders that
+    tell them apart come first, and inputs in one folder get their format last, so names never depend on the order.
+
+    >>> names = output_names([Path("a/scan.nii.gz"), Path("b/scan.nii.gz"), Path("b/scan.nrrd"), Path("c.nii.gz")])
+    >>> list(names.values())
+    ['a_scan', 'b_scan_nii_gz', 'b_scan_nrrd', 'c']
+    """
+    by_stem = defaultdict(list)
+    for path in inputs:
+        by_stem[scan_stem(path)].append(path)
+    names = {}
+    for stem, paths in by_stem.items():
+        names.update(_distinct_names(stem, paths))
+    if len(set(names.values())) < len(names):
+        twice = sorted(str(p) for p in names if list(names.values()).count(names[p]) > 1)
+        raise ItermaskError(f"the same scan is given twice: {', '.join(twice)}")
+    return {path: names[path] for path in inputs}
+
+
+def _distinct_names(stem: str, paths: list[Path]) -> dict[Path, str]:
+    if len(paths) == 1:
+        return {paths[0]: stem}
+    folders = [p.absolute().parent for p in paths]
+    distinct = set(folders)
+    depth = 0
+    while len({f.parts[len(f.parts) - depth:] for f in distinct}) < len(distinct):
+        depth += 1
+    names = {}
+    for path, folder in zip(paths, folders):
+        parts = [*folder.parts[len(folder.parts) - depth:], stem]
+        if folders.count(folder) > 1:
+            parts.append(_format_name(path))
+        names[path] = "_".join(parts)
+    return names
+
+
+def _format_name(path: Path) -> str:
+    """``nii_gz`` for ``scan.nii.gz``, ``nrrd`` for ``scan.nrrd``."""
+    suffix = next((s for s in SUFFIXES if path.name.lower().endswith(s)), path.suffix)
+    return suffix.lstrip(".").replace(".", "_")
+
+
+@contextmanager
+def partial_folder(out_root: Path, name: str):
+    """A new, locked ``out_root/.<name>.*.partial`` folder for one scan's results, removed if the block fails; the
+    block renames it into place when it succeeds. Made before the computation, so an output folder that cannot be
+    written (read-only, a name too long) fails at once."""
+    partial = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_root))
+    handle = os.open(partial, os.O_RDONLY)
+    try:
+        _lock(handle, wait=True)
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        os.close(handle)
+
+
+def remove_stale_partials(out_root: Path) -> list[Path]:
+    """Remove the ``.*.partial`` folders no process is writing (left by a killed run); returns them."""
+    removed = []
+    for folder in out_root.glob(".*.partial"):
+        try:  # another process may rename its folder into place at any moment
+            if not folder.is_dir() or time.time() - folder.stat().st_mtime < _PARTIAL_GRACE_S:
+                continue
+            handle = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(handle, wait=False):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            os.close(handle)
+    return removed
+
+
+def _lock(handle: int, wait: bool) -> bool:
+    """An exclusive lock on an open folder, released when it is closed or its process dies; False if another
+    process holds it (or locks are unavailable)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+def record_failure(out_root: Path, name: str, input_path: Path, reason: str) -> None:
+    """Note that ``input_path`` (output folder ``name``) failed, for the summary; best effort, since the output
+    folder itself may be what failed."""
+    record = json.dumps({"input": str(input_path), "output": str(out_root / name), "error": reason})
+    try:
+        (out_root / FAILURES).mkdir(exist_ok=True)
+        _write_atomically(_failure_path(out_root, name), lambda handle: handle.write(record))
+    except OSError:
+        pass
+
+
+def clear_failure(out_root: Path, name: str) -> None:
+    _failure_path(out_root, name).unlink(missing_ok=True)
+
+
+def _failure_path(out_root: Path, name: str) -> Path:
+    # Hashed: the name may be the very thing too long for the file system.
+    return out_root / FAILURES / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".json")
 
 
 def shard(items: list, rank: int, world: int) -> list:
@@ -63,19 +207,58 @@ def summary_row(report: dict, output: Path) -> dict:
             "mean_error": score["mean_error"], "final_mask_ml_healthy_percentile": percentile.get("final_mask_ml"),
             "mean_error_healthy_percentile": percentile.get("mean_error"), "threshold": report["threshold"],
             "tau_stop": report.get("tau_stop"), "converged": report["converged"], "seconds": report["seconds"],
-            "output": str(output)}
+            "output": str(output), "status": "ok", "error": ""}
+
+
+def failure_row(input_path: str, output: str, reason: str) -> dict:
+    return {"input": input_path, "output": output, "status": "failed", "error": reason}
+
+
+def summary_rows(out_root: Path) -> list[dict]:
+    """Every scan in ``out_root``: finished ones (``<name>/report.json``; hidden partial folders are not finished),
+    and failed ones (``.failures/``; a failure after an earlier success is the newer news). In input order."""
+    rows = {}
+    for report in out_root.glob("*/report.json"):
+        if not report.parent.name.startswith("."):
+            rows[report.parent.name] = _row_of_report(report)
+    for record in (out_root / FAILURES).glob("*.json"):
+        try:
+            failure = json.loads(record.read_text())
+            rows[Path(failure["output"]).name] = failure_row(failure["input"], failure["output"], failure["error"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record being replaced right now; the next summary has it
+    return sorted(rows.values(), key=lambda r: (str(r["input"]), r["output"]))
+
+
+def _row_of_report(report: Path) -> dict:
+    try:
+        return summary_row(json.loads(report.read_text()), report.parent)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return failure_row("", str(report.parent), f"unreadable report.json ({type(exc).__name__})")
 
 
 def write_summary(out_root: Path) -> Path:
-    """``out_root/summary.csv``: one row per finished scan (a ``*/report.json``), in input order; written atomically,
+    """``out_root/summary.csv``: one row per scan, finished or failed (see :func:`summary_rows`); written atomically,
     so concurrent writers never leave half a file."""
-    rows = sorted((summary_row(json.loads(p.read_text()), p.parent) for p in out_root.glob("*/report.json")),
-                  key=lambda r: r["input"])
+    rows = summary_rows(out_root)
     path = out_root / "summary.csv"
-    tmp = out_root / f".summary.{os.getpid()}.partial"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+
+    def write_rows(handle):
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
+    _write_atomically(path, write_rows)
     return path
+
+
+def _write_atomically(path: Path, write) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, then renamed onto it: readers and concurrent
+    writers never see half a file, and a failed write (a full disk) leaves no temporary file behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "w", newline="") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,4 +1,5 @@
-"""Reading and writing scans on disk (NIfTI through nibabel, NRRD through pynrrd); used by the CLI and training.
+"""Reading and writing scans on disk (NIfTI through nibabel, NRRD through pynrrd, MetaImage ``.mha``/``.mhd``
+through SimpleITK when it is installed); used by the CLI and training.
 
 Arrays come back in (i, j, k) index order with a 4×4 voxel → RAS mm affine, which is what the core expects.
 """
@@ -11,8 +12,9 @@ import numpy as np
 
 from .errors import ItermaskError
 
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+DICOM_ADVICE = "convert it to NIfTI first with dcm2niix, or load it with Slicer's DICOM module"
 
 
 def scan_stem(path: str | os.PathLike) -> str:
@@ -29,9 +31,13 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ItermaskError(f"file not found: {path}")
+    if is_dicom(path):
+        raise ItermaskError(f"{path} is a DICOM file: {DICOM_ADVICE}")
     try:
         if path.name.lower().endswith((".nrrd", ".nhdr")):
             return _read_nrrd(path)
+        if path.name.lower().endswith((".mha", ".mhd")):
+            return _read_metaimage(path)
         import nibabel as nib
 
         image = nib.load(str(path))
@@ -42,11 +48,26 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise ItermaskError(f"cannot read {path} as an image ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
 
 
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: ``.dcm``, or the ``DICM`` marker after the 128-byte preamble (most DICOM
+    files from scanners have no suffix at all)."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nrrd
 
     data, header = nrrd.read(str(path))
-    directions = np.asarray(header.get("space directions"), dtype=np.float64)
+    if header.get("space directions") is None:
+        raise ItermaskError(f"{path}: NRRD without a 'space directions' field, so where its voxels lie is unknown "
+                            "(save it from Slicer or another tool that writes the geometry)")
+    directions = np.asarray(header["space directions"], dtype=np.float64)
     directions = directions[~np.isnan(directions).any(axis=1)]  # drop a 'none' row of a non-spatial axis
     if directions.shape != (3, 3):
         raise ItermaskError(f"{path}: NRRD without a 3D 'space directions' field")
@@ -59,6 +80,25 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     elif space not in ("right-anterior-superior", "ras"):
         raise ItermaskError(f"{path}: unsupported NRRD space {space!r}")
     return data, affine
+
+
+def _read_metaimage(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A MetaImage through SimpleITK, whose physical space is LPS: ``LPS = origin + direction · diag(spacing) · ijk``."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise ItermaskError(f"reading {path.name} needs SimpleITK (pip install SimpleITK), or convert it to NIfTI") \
+            from None
+    image = sitk.ReadImage(str(path))
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ItermaskError(f"{path}: expected a 3D scalar volume, got {image.GetDimension()}D data with "
+                            f"{image.GetNumberOfComponentsPerPixel()} components per voxel")
+    affine = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    affine[:3, 3] = image.GetOrigin()
+    # SimpleITK's arrays are (k, j, i); the core wants (i, j, k).
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), _LPS_TO_RAS @ affine
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:

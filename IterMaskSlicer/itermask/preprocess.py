@@ -8,11 +8,17 @@ import numpy as np
 import torch
 
 from .errors import ItermaskError
-from .geometry import InputBoxSampler, ModelGrid
+from .geometry import InputBoxSampler, ModelGrid, resample_onto
 from .normalize import iterative_zscore
 
-# A "skull-stripped" image whose non-zero region fills nearly the whole field of view is not skull-stripped.
-_MAX_NONZERO_BRAIN_FRACTION = 0.9
+# A brain (a mask, or the non-zero region of a "skull-stripped" image) that fills nearly the whole field of view is
+# not a brain: the image is not skull-stripped, or the mask is all ones.
+_MAX_BRAIN_FRACTION = 0.9
+# Normalised intensities are clipped to ±this many SD: real tissue and lesions stay far inside it, while a corrupt
+# voxel (1e30) would otherwise overflow float32 in the frequency filter and in the squared error.
+_MAX_ABS_Z = 100.0
+# Two grids closer than this (mm, or unitless for the direction part) are the same grid.
+_SAME_GRID_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -67,13 +73,28 @@ def check_image(image: np.ndarray) -> np.ndarray:
         image = image[..., 0]
     if image.ndim != 3:
         raise ItermaskError(f"expected a 3D volume, got {image.ndim}D data of shape {image.shape}")
+    if np.issubdtype(image.dtype, np.complexfloating):
+        raise ItermaskError("the image is complex-valued: save its magnitude as a real-valued image")
     if not np.issubdtype(image.dtype, np.number):
         raise ItermaskError(f"image voxels must be numbers, got {image.dtype}")
     if not np.isfinite(image).all():
         raise ItermaskError("image contains NaN or infinite voxels")
+    image = as_float32(image)
     if image.size == 0 or not image.any():
         raise ItermaskError("image is empty (all voxels are zero)")
-    return image.astype(np.float32, copy=False)
+    return image
+
+
+def as_float32(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32. Values beyond float32's range (or so small they would vanish) are first divided by the
+    largest magnitude: the scan is z-scored later, so its scale does not matter, and a plain cast would turn them
+    into infinities (or zeros)."""
+    if image.dtype == np.float32:
+        return image
+    largest = float(np.abs(image).max()) if image.size else 0.0
+    if largest > 1e30 or 0 < largest < 1e-30:
+        image = image / largest
+    return image.astype(np.float32)
 
 
 def check_same_shape(array: np.ndarray, shape: tuple[int, ...], what: str) -> None:
@@ -82,23 +103,60 @@ def check_same_shape(array: np.ndarray, shape: tuple[int, ...], what: str) -> No
 
 
 def brain_mask_or_nonzero(image: np.ndarray, brain_mask: np.ndarray | None) -> np.ndarray:
-    """The user's brain mask (any non-zero voxel), else the non-zero region of a skull-stripped image."""
+    """The user's brain mask (any non-zero voxel), else the non-zero region of a skull-stripped image.
+
+    A mask that fills nearly the whole field of view (an all-ones export) says nothing about where the brain is, so
+    the image is then judged as if no mask had been given.
+    """
     if brain_mask is not None:
-        brain_mask = np.asarray(brain_mask)
-        if brain_mask.ndim == 4 and brain_mask.shape[3] == 1:
-            brain_mask = brain_mask[..., 0]
-        check_same_shape(brain_mask, image.shape, "brain mask")
-        if not np.isfinite(brain_mask).all():
-            raise ItermaskError("brain mask contains NaN or infinite voxels")
-        brain = brain_mask > 0.5 if np.issubdtype(brain_mask.dtype, np.floating) else brain_mask != 0
-        if not brain.any():
-            raise ItermaskError("brain mask is empty")
-        return brain
+        brain = _brain_from_mask(brain_mask, image.shape)
+        if brain.mean() <= _MAX_BRAIN_FRACTION:
+            return brain
+        missing = f"the brain mask covers {100 * brain.mean():.0f}% of the field of view (it is not a brain mask)"
+    else:
+        missing = "no brain mask given"
     brain = image != 0
-    if brain.mean() > _MAX_NONZERO_BRAIN_FRACTION:
-        raise ItermaskError("no brain mask given and the image is not skull-stripped: pass --brain-mask "
-                            "(skull-strip first, e.g. with HD-BET or SynthStrip)")
+    if brain.mean() > _MAX_BRAIN_FRACTION:
+        raise ItermaskError(f"{missing} and the image is not skull-stripped: pass a brain mask (--brain-mask; "
+                            "make one with HD-BET or SynthStrip)")
     return brain
+
+
+def _brain_from_mask(brain_mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    brain_mask = np.asarray(brain_mask)
+    if brain_mask.ndim == 4 and brain_mask.shape[3] == 1:
+        brain_mask = brain_mask[..., 0]
+    check_same_shape(brain_mask, shape, "brain mask")
+    if not np.isfinite(brain_mask).all():
+        raise ItermaskError("brain mask contains NaN or infinite voxels")
+    brain = brain_mask > 0.5 if np.issubdtype(brain_mask.dtype, np.floating) else brain_mask != 0
+    if not brain.any():
+        raise ItermaskError("brain mask is empty")
+    return brain
+
+
+def mask_on_image_grid(mask: np.ndarray, mask_affine: np.ndarray, image_shape: tuple[int, int, int],
+                       image_affine: np.ndarray, what: str = "brain mask") -> np.ndarray:
+    """A mask read with its own geometry, on the image's grid: as it is when the grids are the same, else sampled
+    (nearest neighbour) through world coordinates. Shape alone proves nothing: a mask of the right shape with
+    another affine lies elsewhere in the head.
+
+    A mask that does not overlap the image in physical space is refused rather than turned into an empty one.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 4 and mask.shape[3] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 3:
+        raise ItermaskError(f"{what} is not a 3D volume (shape {mask.shape})")
+    mask_affine, image_affine = check_affine(mask_affine), check_affine(image_affine)
+    if mask.shape == tuple(image_shape) and np.allclose(mask_affine, image_affine, atol=_SAME_GRID_TOLERANCE):
+        return mask
+    inside = _brain_from_mask(mask, mask.shape)
+    on_image = resample_onto(inside, mask_affine, image_affine, tuple(image_shape), mode="nearest") > 0.5
+    if not on_image.any():
+        raise ItermaskError(f"{what} does not overlap the image in physical space (its voxel-to-world matrix puts "
+                            "it elsewhere): is it the mask of this scan?")
+    return on_image.astype(np.uint8)
 
 
 def check_affine(affine: np.ndarray | None) -> np.ndarray:
@@ -125,5 +183,5 @@ def prepare_volume(image: np.ndarray, affine: np.ndarray | None, brain_mask: np.
     model_brain = grid.from_input(brain, affine) >= 0.5
     if not model_brain.any():
         raise ItermaskError("brain mask is smaller than one voxel of the model grid")
-    model_image = iterative_zscore(grid.from_input(image, affine), model_brain)
+    model_image = iterative_zscore(grid.from_input(image, affine), model_brain).clamp(-_MAX_ABS_Z, _MAX_ABS_Z)
     return PreparedVolume(model_image, model_brain, grid, affine, brain)

@@ -23,9 +23,13 @@ def network_input(role: str, x: torch.Tensor, x_f: torch.Tensor | None, mask: to
     return hidden if x_f is None else torch.cat([hidden, x_f], dim=1)
 
 
+# The largest seed: ``seed · 1_000_003 + index`` must stay within the generator's 64-bit seed for any index.
+MAX_SEED = 2**32 - 1
+
+
 def iteration_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
     """The noise ε under the mask of iteration ``index``: drawn from (seed, index), so a run repeats exactly, also
-    after stepping back and forth."""
+    after stepping back and forth. ``seed``: 0 … :data:`MAX_SEED`."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
 
 

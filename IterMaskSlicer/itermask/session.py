@@ -5,6 +5,8 @@ Every iteration is kept, so scrubbing and re-thresholding never call the model a
 """
 from __future__ import annotations
 
+import math
+import operator
 import time
 from dataclasses import dataclass, field
 
@@ -15,7 +17,9 @@ from .bundle import ModelBundle
 from .errors import ItermaskError
 from .policies import POLICIES, Proposal
 from .preprocess import PreparedVolume, prepare_volume
-from .reconstruction import VolumeReconstructor, iteration_noise
+from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -66,6 +70,35 @@ def choose_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def check_seed(seed) -> int:
+    """``seed`` as an int in 0 … :data:`~itermask.reconstruction.MAX_SEED` (the noise generators' range)."""
+    try:
+        value = operator.index(seed)  # ints and numpy integers; not 1.5, "3" or True
+    except TypeError:
+        raise ItermaskError(f"the seed must be a whole number, got {seed!r}") from None
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise ItermaskError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return value
+
+
+def finite_number(value, what: str) -> float:
+    """``value`` as a float; a NaN or infinite τ or threshold would silently give an empty or full mask."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ItermaskError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ItermaskError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def squared_error(recon: torch.Tensor, image: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """``(x' − x)²`` inside the brain, zero outside, in float32. Computed in float64 and capped at float32's largest
+    value, so a wild reconstruction gives a huge error rather than infinity (whose map would turn into NaN)."""
+    error = (recon.double() - image.double()).square().clamp(max=_FLOAT32_MAX).float()
+    return torch.where(brain, error, torch.zeros(()))
+
+
 def healthy_percentiles(score: dict, healthy: list[dict]) -> dict:
     """Where a scan's ``final_mask_ml`` and ``mean_error`` fall among healthy calibration scans: the percentage of
     them scoring at most as much (100 = beyond every healthy scan: an artifact or a lesion), and how many there were.
@@ -107,12 +140,12 @@ class Session:
                                 "model")
         if policy not in POLICIES:
             raise ItermaskError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
-        self.model, self.seed = model, int(seed)
+        self.model, self.seed = model, check_seed(seed)
         self.settings = model.metadata["policy"]
         self.policy = POLICIES[policy](self.settings)
-        self.tau_from_user = None if tau is None else float(tau)
-        self.tau = float(model.calibration["tau"] if tau is None else tau)
-        self.threshold_from_user = None if threshold is None else float(threshold)
+        self.tau_from_user = None if tau is None else finite_number(tau, "τ")
+        self.tau = finite_number(model.calibration["tau"] if tau is None else tau, "τ")
+        self.threshold_from_user = None if threshold is None else finite_number(threshold, "the threshold")
         self.device = choose_device(device)
         self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata["grid"],
                                                        model.grid_divisor)
@@ -132,7 +165,7 @@ class Session:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        self.threshold_from_user = float(value)
+        self.threshold_from_user = finite_number(value, "the threshold")
 
     # --- navigation -------------------------------------------------------------------------------------------
     @property
@@ -145,9 +178,13 @@ class Session:
         return self.current
 
     def seek(self, index: int) -> Iteration:
-        """Show iteration ``index`` of those computed so far (cached)."""
+        """Show iteration ``index`` of those computed so far (cached). A bad index changes nothing."""
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise ItermaskError(f"iteration number must be a whole number, got {index!r}") from None
         if not 0 <= index < len(self.iterations):
-            raise IndexError(f"iteration {index} has not been computed (0..{len(self.iterations) - 1})")
+            raise ItermaskError(f"iteration {index} has not been computed (0..{len(self.iterations) - 1})")
         self.position = index
         return self.current
 
@@ -158,7 +195,7 @@ class Session:
     # --- changing the course ----------------------------------------------------------------------------------
     def set_tau(self, tau: float) -> None:
         """Use ``tau`` for the next steps; iterations after the current one are discarded (they used the old τ)."""
-        self.tau = self.tau_from_user = float(tau)
+        self.tau = self.tau_from_user = finite_number(tau, "τ")
         self._truncate()
 
     def set_mask(self, mask: np.ndarray) -> None:
@@ -201,7 +238,9 @@ class Session:
         noise = iteration_noise(self.prepared.image.shape, self.seed, index)
         start = time.perf_counter()
         recon = self._reconstruct(proposal.mask, noise, first=proposal.restart)
-        error = torch.where(self.prepared.brain, (recon - self.prepared.image) ** 2, torch.zeros(()))
+        if not torch.isfinite(recon).all():
+            raise ItermaskError(f"{self.model.name} reconstructed non-finite values (a broken model file?)")
+        error = squared_error(recon, self.prepared.image, self.prepared.brain)
         self.iterations.append(Iteration(index, proposal.mask, recon, error, proposal.tau, proposal.phase,
                                          time.perf_counter() - start))
         self._pending_mask = None
@@ -225,7 +264,7 @@ class Session:
 
     def result(self, threshold: float | None = None) -> Result:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
-        threshold = self.threshold if threshold is None else float(threshold)
+        threshold = self.threshold if threshold is None else finite_number(threshold, "the threshold")
         amap = self.anomaly_map()
         mask = ((amap > threshold) & self.prepared.input_brain).astype(np.uint8)
         voxel_ml = abs(np.linalg.det(self.prepared.input_affine[:3, :3])) / 1000.0
