@@ -1,5 +1,7 @@
 """MRML volume, labelmap and segmentation nodes <-> numpy arrays in the core's (i, j, k) + affine convention.
 
+Only numpy and Slicer here: torch runs in the worker process, never in Slicer's.
+
 Slicer arrays are indexed (k, j, i); the core's are (i, j, k) with a voxel → RAS affine. Output nodes copy the
 input's IJK→RAS matrix and parent transform, so they overlay the input exactly whatever its orientation.
 """
@@ -12,7 +14,6 @@ import slicer
 import vtk
 
 from itermask.errors import ItermaskError
-from itermask.geometry import resample_onto
 
 
 def ijk_to_ras(node) -> np.ndarray:
@@ -42,10 +43,20 @@ def mask_array(mask_node, volume_node) -> np.ndarray | None:
         return _segments_on_grid(mask_node, volume_node)
     mask, mask_affine = volume_arrays(mask_node)
     image_shape = tuple(volume_node.GetImageData().GetDimensions())
-    affine = ijk_to_ras(volume_node)
-    if mask.shape == image_shape and np.allclose(mask_affine, affine, atol=1e-4):
+    if mask.shape == image_shape and np.allclose(mask_affine, ijk_to_ras(volume_node), atol=1e-4):
         return mask != 0
-    return resample_onto((mask != 0).astype(np.float32), mask_affine, affine, image_shape) > 0.5
+    return _labelmap_on_grid(mask_node, volume_node)
+
+
+def _labelmap_on_grid(labelmap, reference) -> np.ndarray:
+    """A labelmap on another grid, resampled onto ``reference``'s by Slicer's segmentation logic (no torch on the
+    Slicer side), through a temporary segmentation."""
+    with temporary_nodes(labelmap.GetScene()) as scene:
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+        if segmentation.GetSegmentation().GetNumberOfSegments() == 0:  # an empty mask: the worker will say so
+            return np.zeros(reference.GetImageData().GetDimensions(), bool)
+        return _segments_on_grid(segmentation, reference)
 
 
 def _segments_on_grid(segmentation_node, reference) -> np.ndarray:
