@@ -61,10 +61,10 @@ def main() -> None:
     logic = IterMaskLogic(scene)
     logic.initialize(volume, labelmap)
     logic.run()
-    ijk = np.argwhere(logic.iteration_mask(logic.session.position))
+    ijk = np.argwhere(logic.iteration_mask(logic.state["position"]))
     offset = float((affine @ np.r_[np.median(ijk, axis=0), 1.0])[2])  # through the middle of the final mask
     panels = []
-    for index in range(len(logic.session.iterations)):
+    for index in range(logic.state["count"]):
         logic.seek(index)
         logic.show_in_slice_views(show_anomaly_map=False)
         panels.append((f"iteration {index}", composited_slice(scene, offset)))
@@ -80,6 +80,7 @@ def main() -> None:
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(args.output, dpi=100)
+    logic.close()
     print(f"wrote {args.output}")
 
 

@@ -1,15 +1,20 @@
-"""The Slicer glue on a real slicer-core MRML scene: nodes, geometry, sequence, plot, parameters, cancel, export."""
+"""The Slicer glue on a real slicer-core MRML scene, driving a real worker process: nodes, geometry, sequence, plot,
+parameters, preview = Apply, cancel, a killed worker, export."""
 import hashlib
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
 import slicer
 import slicerio
 
-from itermask import ItermaskError, ModelBundle
+from itermask import ItermaskError, ModelBundle, Session
 from itermask.geometry import resample_onto
 from itermask.io import read_volume
 from IterMaskSlicerLib import nodes
+from IterMaskSlicerLib.client import WorkerClient, WorkerDied
 from IterMaskSlicerLib.logic import IterMaskLogic
 
 from conftest import MS, insert_blob
@@ -28,13 +33,23 @@ def flair_node(mrml_scene):
     image = image.astype(np.float32)
     image, blob = insert_blob(image, image != 0, affine, (30.0, -20.0, 20.0), 14.0)
     node = slicer.util.addVolumeFromArray(np.ascontiguousarray(image.transpose(2, 1, 0)), oblique(affine), name="FLAIR")
-    node.blob = blob
+    node.blob, node.image, node.affine = blob, image, oblique(affine)
     return node
 
 
+@pytest.fixture(scope="module")
+def worker():
+    """One worker process for the module's tests (it keeps loaded models, like the one Slicer keeps)."""
+    client = WorkerClient()
+    yield client
+    client.stop()
+
+
 @pytest.fixture()
-def logic(mrml_scene, tiny_model):
-    return IterMaskLogic(mrml_scene, load_model=ModelBundle.load)
+def logic(mrml_scene, worker):
+    logic = IterMaskLogic(mrml_scene, worker=worker)
+    yield logic
+    logic.reset()
 
 
 def checksum(node):
@@ -46,17 +61,39 @@ def same_geometry(a, b):
         a.GetImageData().GetDimensions() == b.GetImageData().GetDimensions()
 
 
-def test_steps_show_the_mask_on_the_input_grid_and_never_touch_the_input(logic, flair_node, tiny_model):
+def shown(node):
+    return slicer.util.arrayFromVolume(node).transpose(2, 1, 0).astype(bool)
+
+
+def snapshot(logic):
+    """Everything a run may change in the scene: node ids, shown mask and map, preview, sequence length, plot."""
+    return (nodes.node_ids(logic.scene), checksum(logic.outputs["mask"]), checksum(logic.outputs["anomaly_map"]),
+            nodes.mask_array(logic.outputs["preview"], logic.volume).tobytes(),
+            logic.outputs["sequence"].GetNumberOfDataNodes(), logic.outputs["plot"].table.GetTable().GetNumberOfRows())
+
+
+def poll_until(logic, condition, timeout=300):
+    start = time.time()
+    while not condition():
+        assert logic.poll() is None or condition(), "the command ended before the condition held"
+        assert time.time() - start < timeout
+        time.sleep(0.01)
+
+
+def test_the_worker_reaches_what_a_session_in_this_process_reaches(logic, flair_node, tiny_model):
     before = checksum(flair_node)
-    logic.initialize(flair_node, model=str(tiny_model))
+    logic.initialize(flair_node, model=str(tiny_model), policy="itermask2")
     for _ in range(3):
         logic.step()
-    mask_node = logic.outputs["mask"]
-    assert same_geometry(mask_node, flair_node) and same_geometry(logic.outputs["anomaly_map"], flair_node)
-    shown = slicer.util.arrayFromVolume(mask_node).transpose(2, 1, 0).astype(bool)
-    expected = logic.session.prepared.mask_to_input(logic.session.current.mask)
-    assert np.array_equal(shown, expected) and shown.any()
+    direct = Session(ModelBundle.load(tiny_model), flair_node.image, flair_node.affine, policy="itermask2")
+    for _ in range(3):
+        direct.step()
+    assert same_geometry(logic.outputs["mask"], flair_node) and same_geometry(logic.outputs["anomaly_map"], flair_node)
+    assert np.array_equal(shown(logic.outputs["mask"]), direct.prepared.mask_to_input(direct.current.mask))
+    assert np.array_equal(logic.anomaly_map(), direct.anomaly_map()) and shown(logic.outputs["mask"]).any()
     assert checksum(flair_node) == before
+    unread = [f for f in os.listdir(logic.worker.folder) if f != "worker.log" and not f.startswith("in-")]
+    assert unread == []  # every array the worker wrote was read and deleted
 
 
 def test_every_iteration_is_a_sequence_item_and_scrubbing_reuses_them(logic, flair_node, tiny_model):
@@ -66,31 +103,35 @@ def test_every_iteration_is_a_sequence_item_and_scrubbing_reuses_them(logic, fla
     sequence, browser = logic.outputs["sequence"], logic.outputs["browser"]
     assert sequence.GetNumberOfDataNodes() == 3
     logic.seek(1)
-    assert len(logic.session.iterations) == 3  # nothing recomputed or dropped
-    item = slicer.util.arrayFromVolume(sequence.GetNthDataNode(1)).transpose(2, 1, 0).astype(bool)
-    assert np.array_equal(item, slicer.util.arrayFromVolume(logic.outputs["mask"]).transpose(2, 1, 0).astype(bool))
+    assert logic.state["count"] == 3 and logic.state["position"] == 1  # nothing recomputed or dropped
+    item = shown(sequence.GetNthDataNode(1))
+    assert np.array_equal(item, shown(logic.outputs["mask"]))
     proxy = browser.GetProxyNode(sequence)
     browser.SetSelectedItemNumber(2)
     assert np.array_equal(slicer.util.arrayFromVolume(proxy), slicer.util.arrayFromVolume(sequence.GetNthDataNode(2)))
-    logic.set_tau(logic.session.tau * 2)  # branch: iteration 2 was made with the old τ
+    logic.set_tau(logic.state["tau"] * 2)  # branch: iteration 2 was made with the old τ
     assert sequence.GetNumberOfDataNodes() == 2
     logic.step()
     assert sequence.GetNumberOfDataNodes() == 3
 
 
-def test_threshold_preview_updates_live_from_the_cached_map(logic, flair_node, tiny_model):
+def test_the_preview_is_what_apply_exports_voxel_for_voxel(logic, flair_node, tiny_model, tmp_path):
     logic.initialize(flair_node, model=str(tiny_model))
     logic.run()
-    calls = len(logic.session.iterations)
-    low = logic.preview_threshold(logic.session.threshold * 0.5).sum()
-    high = logic.preview_threshold(logic.session.threshold * 2).sum()
-    assert low > high
-    assert slicer.util.arrayFromVolume(logic.outputs["preview"]).sum() == high
-    assert len(logic.session.iterations) == calls
-    assert float(logic.parameter_node().GetParameter("Threshold")) == pytest.approx(logic.session.threshold)
+    low = logic.preview_threshold(logic.state["threshold"] * 0.5).sum()
+    high = logic.preview_threshold(logic.state["threshold"] * 2).sum()
+    assert low > high > 0
+    displayed = nodes.mask_array(logic.outputs["preview"], flair_node)
+    assert displayed.sum() == high
+    assert float(logic.parameter_node().GetParameter("threshold")) == pytest.approx(logic.threshold)
+    for source, expected in (("thresholded", displayed), ("mask", shown(logic.outputs["mask"]))):
+        segmentation = logic.apply("Lesion", source=source)
+        assert np.array_equal(nodes.mask_array(segmentation, flair_node), expected)
+    with pytest.raises(ItermaskError, match="unknown result source"):
+        logic.apply("Lesion", source="segmentation")
 
 
-def test_apply_exports_a_named_segment_that_slicerio_reads_back(logic, flair_node, tiny_model, tmp_path):
+def test_apply_exports_a_named_lesion_segment_that_slicerio_reads_back(logic, flair_node, tiny_model, tmp_path):
     logic.initialize(flair_node, model=str(tiny_model))
     logic.run()
     segmentation = logic.apply("Lesion")
@@ -99,8 +140,10 @@ def test_apply_exports_a_named_segment_that_slicerio_reads_back(logic, flair_nod
     assert storage.WriteData(segmentation)
     read = slicerio.read_segmentation(str(tmp_path / "lesion.seg.nrrd"))
     assert [s["name"] for s in read["segments"]] == ["Lesion"]
+    terminology = str(read["segments"][0]["terminology"])  # what DICOM SEG export writes as the segment's type
+    assert "49755003" in terminology and "52988006" in terminology
     voxels = read["voxels"] > 0
-    expected = (logic.anomaly_map() > logic.session.threshold) & logic.session.prepared.input_brain
+    expected = logic.preview
     offset = read["segments"][0].get("extent", [0, 0, 0, 0, 0, 0])[::2] if voxels.shape != expected.shape else (0, 0, 0)
     full = np.zeros_like(expected)
     full[offset[0]:offset[0] + voxels.shape[0], offset[1]:offset[1] + voxels.shape[1],
@@ -108,8 +151,7 @@ def test_apply_exports_a_named_segment_that_slicerio_reads_back(logic, flair_nod
     assert np.array_equal(full, expected) and expected.any()
     lps = np.diag([-1, -1, 1, 1]) @ nodes.ijk_to_ras(flair_node)
     assert np.allclose(read["ijkToLPS"], lps, atol=1e-4)
-    overlap = (expected & flair_node.blob).sum() / flair_node.blob.sum()
-    assert overlap > 0.5
+    assert (expected & flair_node.blob).sum() / flair_node.blob.sum() > 0.5
 
 
 def test_refinement_continues_from_an_edited_segmentation(logic, flair_node, tiny_model):
@@ -118,43 +160,62 @@ def test_refinement_continues_from_an_edited_segmentation(logic, flair_node, tin
     logic.step()
     edited = nodes.segmentation_from_mask(logic.scene, flair_node.blob, flair_node, "edited", "keep")
     logic.continue_from_segmentation(edited)
-    it = logic.step()
-    assert it.phase == "edited"
-    shown = slicer.util.arrayFromVolume(logic.outputs["mask"]).transpose(2, 1, 0).astype(bool)
-    assert 2 * (shown & flair_node.blob).sum() / (shown.sum() + flair_node.blob.sum()) > 0.85
+    logic.step()
+    assert logic.state["iteration"]["phase"] == "edited"
+    mask = shown(logic.outputs["mask"])
+    assert 2 * (mask & flair_node.blob).sum() / (mask.sum() + flair_node.blob.sum()) > 0.85
+
+
+def test_nothing_can_change_the_session_while_a_command_is_in_flight(logic, flair_node, tiny_model):
+    logic.initialize(flair_node, model=str(tiny_model))
+    logic.begin("run")
+    for change in (lambda: logic.set_tau(1.0), logic.step, lambda: logic.seek(0)):
+        with pytest.raises(ItermaskError, match="wait until the current step has finished"):
+            change()
+    logic.cancel()
+    assert logic.wait()["event"] == "cancelled"
 
 
 def test_a_cancelled_run_leaves_session_and_scene_as_they_were(logic, flair_node, tiny_model):
     logic.initialize(flair_node, model=str(tiny_model))
     logic.step()
-    ids = nodes.node_ids(logic.scene)
-    shown = slicer.util.arrayFromVolume(logic.outputs["mask"]).copy()
-    polls = iter([False, False, True])
-    assert logic.run(cancelled=lambda: next(polls)) is False
-    assert len(logic.session.iterations) == 1 and logic.session.position == 0
-    assert nodes.node_ids(logic.scene) == ids
-    assert logic.outputs["sequence"].GetNumberOfDataNodes() == 1
-    assert np.array_equal(slicer.util.arrayFromVolume(logic.outputs["mask"]), shown)
+    before = snapshot(logic)
+    logic.begin("run")
+    poll_until(logic, lambda: logic.state["count"] >= 3)  # steps have landed in the scene
+    assert snapshot(logic) != before
+    logic.cancel()
+    assert logic.wait()["event"] == "cancelled"
+    assert snapshot(logic) == before and logic.state["count"] == 1
+    logic.step()  # the worker's session was put back too: the next step is iteration 1 again
+    assert logic.state["position"] == 1 and logic.state["count"] == 2
 
 
-def test_a_failing_run_leaves_session_and_scene_as_they_were(logic, flair_node, tiny_model):
+def test_a_killed_worker_leaves_the_scene_as_it_was_and_the_next_action_restarts_it(logic, flair_node, tiny_model):
     logic.initialize(flair_node, model=str(tiny_model))
     logic.step()
-    ids, shown = nodes.node_ids(logic.scene), slicer.util.arrayFromVolume(logic.outputs["mask"]).copy()
-    reconstruct, calls = logic.session._reconstruct, []
+    before = snapshot(logic)
+    first_pid = logic.worker.process.pid
+    logic.begin("run")
+    poll_until(logic, lambda: logic.state["count"] >= 2)
+    os.kill(first_pid, signal.SIGKILL)
+    with pytest.raises(WorkerDied, match=r"worker process was killed \(signal 9\)\. Nothing was changed"):
+        logic.wait()
+    assert not logic.ready and not logic.busy
+    with pytest.raises(ItermaskError, match="initialize a session first"):
+        logic.step()
+    assert snapshot(logic) == before
+    logic.initialize(flair_node, model=str(tiny_model))
+    logic.step()
+    assert logic.worker.process.pid != first_pid and logic.state["count"] == 1
 
-    def runs_out_of_memory_on_the_second_call(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("CUDA out of memory")
-        return reconstruct(*args, **kwargs)
 
-    logic.session._reconstruct = runs_out_of_memory_on_the_second_call
-    with pytest.raises(RuntimeError, match="out of memory"):
-        logic.run()
-    assert len(logic.session.iterations) == 1 and nodes.node_ids(logic.scene) == ids
-    assert logic.outputs["sequence"].GetNumberOfDataNodes() == 1
-    assert np.array_equal(slicer.util.arrayFromVolume(logic.outputs["mask"]), shown)
+def test_a_failing_command_is_reported_and_changes_nothing(logic, flair_node, tiny_model):
+    logic.initialize(flair_node, model=str(tiny_model))
+    logic.step()
+    before = snapshot(logic)
+    with pytest.raises(ItermaskError, match="iteration 5 has not been computed"):
+        logic.seek(5)
+    assert snapshot(logic) == before and not logic.busy
 
 
 def test_bad_brain_masks_are_refused_before_anything_is_created(logic, flair_node, tiny_model, mrml_scene):
@@ -170,16 +231,15 @@ def test_plot_and_parameters_follow_the_session(logic, flair_node, tiny_model):
     logic.run()
     plot = logic.outputs["plot"]
     assert plot.chart.GetNumberOfPlotSeriesNodes() == 3
-    table = plot.table.GetTable()
-    taus = logic.session.policy.path_taus(logic.session)
-    assert table.GetNumberOfRows() == len(taus) >= 95
+    taus = slicer.util.arrayFromTableColumn(plot.table, "tau")
+    assert len(taus) >= 95 and np.isfinite(taus).all()
     stop_column = slicer.util.arrayFromTableColumn(plot.table, "tau_stop")
-    assert np.allclose(stop_column, logic.session.tau)
+    assert np.allclose(stop_column, logic.state["tau"])
     params = logic.parameter_node()
-    assert params.GetParameter("Policy") == "itermask3d" and params.GetParameter("Seed") == "4"
-    assert params.GetNodeReference("InputVolume") is flair_node
+    assert params.GetParameter("policy") == "itermask3d" and params.GetParameter("seed") == "4"
+    assert params.GetNodeReference("inputVolume") is flair_node
     assert params.GetNodeReference("mask") is logic.outputs["mask"]
-    assert int(params.GetParameter("Iteration")) == logic.session.position
+    assert int(params.GetParameter("iteration")) == logic.state["position"]
 
 
 def test_settings_and_outputs_survive_saving_the_scene(logic, flair_node, tiny_model, mrml_scene, tmp_path):
@@ -197,9 +257,9 @@ def test_settings_and_outputs_survive_saving_the_scene(logic, flair_node, tiny_m
     reloaded.SetDataIOManager(io)
     reloaded.SetCacheManager(cache)
     assert reloaded.ReadFromMRB(str(tmp_path / "scene.mrb"), True, slicer.vtkMRMLMessageCollection())
-    params = reloaded.GetFirstNodeByName("IterMaskSlicer")
-    assert params.GetParameter("Seed") == "7" and float(params.GetParameter("Threshold")) == 2.5
-    assert params.GetNodeReference("InputVolume").GetName() == "FLAIR"
+    params = reloaded.GetSingletonNode("IterMaskSlicer", "vtkMRMLScriptedModuleNode")
+    assert params.GetParameter("seed") == "7" and float(params.GetParameter("threshold")) == 2.5
+    assert params.GetNodeReference("inputVolume").GetName() == "FLAIR"
     # The NRRD writer may store the volume with an axis flipped (and the matrix flipped to match): compare in RAS.
     saved, original = params.GetNodeReference("mask"), logic.outputs["mask"]
     saved_ijk = slicer.util.arrayFromVolume(saved).transpose(2, 1, 0).astype(np.float32)
@@ -219,26 +279,23 @@ def test_reset_removes_every_output_node(logic, flair_node, tiny_model, mrml_sce
 
 
 def test_one_call_segmentation_for_the_python_console(logic, flair_node, tiny_model, mrml_scene):
+    logic.parameter_node()
     ids = nodes.node_ids(mrml_scene)
     segmentation = logic.segment(flair_node, model=str(tiny_model), segment_name="Lesion")
-    new = {mrml_scene.GetNodeByID(i).GetClassName() for i in nodes.node_ids(mrml_scene) - ids}
-    assert new == {"vtkMRMLSegmentationNode", "vtkMRMLSegmentationDisplayNode"}
+    new = {mrml_scene.GetNodeByID(i).GetName() for i in nodes.node_ids(mrml_scene) - ids}
+    assert new <= {"FLAIR IterMask", "IterMask colors"} | {segmentation.GetDisplayNode().GetName()}
     assert segmentation.GetSegmentation().GetNthSegment(0).GetName() == "Lesion"
     mask = nodes.mask_array(segmentation, flair_node)
-    assert mask.shape == flair_node.blob.shape
     assert (mask & flair_node.blob).sum() / flair_node.blob.sum() > 0.5
-    assert nodes.node_ids(mrml_scene) - ids == {segmentation.GetID(), segmentation.GetDisplayNode().GetID()}
 
 
-def test_a_3d_model_runs_in_the_scene_with_its_own_threshold_and_plot(mrml_scene, flair_node, tiny_model_3d):
-    logic = IterMaskLogic(mrml_scene, load_model=ModelBundle.load)
+def test_a_3d_model_runs_in_the_scene_with_its_own_threshold_and_plot(logic, flair_node, tiny_model_3d):
     logic.initialize(flair_node, model=str(tiny_model_3d), policy="itermask3d", seed=2)
+    assert logic.model_info["dims"] == 3
     logic.run()
-    assert logic.session.model.dims == 3 and logic.session.converged
-    assert same_geometry(logic.outputs["mask"], flair_node)
+    assert logic.state["converged"] and same_geometry(logic.outputs["mask"], flair_node)
     fit = slicer.util.arrayFromTableColumn(logic.outputs["plot"].table, "fit")
-    assert np.isfinite(fit).all() and len(fit) == len(logic.session.policy.path_taus(logic.session))
+    assert np.isfinite(fit).all() and len(fit) >= 3
     segmentation = logic.apply("Lesion", source="mask")
     mask = nodes.mask_array(segmentation, flair_node)
-    assert mask.shape == flair_node.blob.shape
     assert (mask & flair_node.blob).sum() / flair_node.blob.sum() > 0.5

@@ -1,15 +1,20 @@
-"""The Slicer module's files and its non-Qt machinery: the .ui file, background stepping, dependency installing."""
+"""The Slicer module's files and its machinery below Qt: the .ui file, metadata, the module's registration (the README
+console line), the parameter names, torch-free model listing, dependency installing and readable thresholds."""
+import ast
 import re
-import time
+import shutil
+import subprocess
+import sys
+import types
+import unittest
 import xml.etree.ElementTree as ET
+from unittest import mock
 
 import numpy as np
 import pytest
 import slicer
 
-from itermask import ModelBundle
-from IterMaskSlicerLib import background, dependencies, nodes
-from IterMaskSlicerLib.logic import IterMaskLogic
+from IterMaskSlicerLib import dependencies, nodes, readable
 
 from conftest import MS, REPO
 
@@ -18,73 +23,197 @@ MODULE = REPO / "IterMaskSlicer"
 
 def test_the_ui_file_defines_every_widget_the_module_uses():
     ui = ET.parse(MODULE / "Resources" / "UI" / "IterMaskSlicer.ui")
-    defined = {w.get("name") for w in ui.iter("widget")}
+    defined = {w.get("name"): w for w in ui.iter("widget")}
     used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "IterMaskSlicer.py").read_text()))
-    assert used and used <= defined, f"missing in the .ui: {sorted(used - defined)}"
+    assert used and used <= set(defined), f"missing in the .ui: {sorted(used - set(defined))}"
+    selector = defined["inputVolumeSelector"]
+    assert selector.find("property[@name='showChildNodeTypes']/bool").text == "false"  # no labelmaps as input
+    advanced = defined["advancedCollapsibleButton"]
+    assert advanced.find("property[@name='collapsed']/bool").text == "true"
+    assert {w.get("name") for w in advanced.iter("widget")} >= {"seedSpinBox", "loadModelButton", "showPlotButton"}
 
 
-def test_the_module_build_lists_files_that_exist():
+def test_the_extension_metadata_is_filled_and_the_build_lists_files_that_exist():
     cmake = (MODULE / "CMakeLists.txt").read_text()
     assert "slicerMacroBuildScriptedModule" in cmake and "slicer_add_python_unittest" in cmake
     for resource in ("Resources/Icons/${MODULE_NAME}.png", "Resources/UI/${MODULE_NAME}.ui"):
         assert resource in cmake
         assert (MODULE / resource.replace("${MODULE_NAME}", "IterMaskSlicer")).is_file()
-    assert "add_subdirectory(IterMaskSlicer)" in (REPO / "CMakeLists.txt").read_text()
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(IterMaskSlicer)" in top
+    settings = dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', top))
+    assert settings["EXTENSION_CONTRIBUTORS"] == "IterMaskSlicer developers"
+    assert settings["EXTENSION_HOMEPAGE"].endswith("#readme")
+    screenshot = settings["EXTENSION_SCREENSHOTURLS"]
+    assert screenshot.endswith("IterMaskSlicer/Resources/Screenshots/slice-views.png")
+    assert (REPO / "IterMaskSlicer/Resources/Screenshots/slice-views.png").is_file()
+    assert "5.10" in settings["EXTENSION_DESCRIPTION"] and "Slicer 5.10 or later (Python 3.12)" in (
+        REPO / "README.md").read_text()
+    assert "Apache License" in (REPO / "LICENSE").read_text()
 
 
-@pytest.fixture()
-def flair(mrml_scene):
-    from itermask.io import read_volume
-
-    image, affine = read_volume(MS / "FLAIR.nii.gz")
-    return slicer.util.addVolumeFromArray(np.ascontiguousarray(image.astype(np.float32).transpose(2, 1, 0)), affine)
-
-
-def poll_until_finished(run, timeout=300):
-    start = time.time()
-    while run.poll() == background.RUNNING:
-        assert time.time() - start < timeout
-        time.sleep(0.02)
-    return run.state
+def test_models_are_listed_and_the_slicer_side_imports_without_torch():
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import itermask; "
+              "from IterMaskSlicerLib import logic, client, dependencies, readable; "
+              "models = itermask.available_models(); "
+              "print(sorted(models), logic.default_policy('flair-3d'), logic.default_policy('flair-2d')); "
+              "assert 'torch' not in sys.modules, 'torch was imported'")
+    out = subprocess.run([sys.executable, "-c", script, str(MODULE)], capture_output=True, text=True, check=True)
+    assert out.stdout.split("]")[1].split() == ["itermask3d", "itermask2"]
+    assert "'flair-2d'" in out.stdout
 
 
-def test_a_background_run_reaches_what_a_direct_run_reaches(mrml_scene, flair, tiny_model):
-    bundle = ModelBundle.load(tiny_model)
-    direct = IterMaskLogic(mrml_scene, load_model=ModelBundle.load)
-    direct.initialize(flair, model=bundle)
-    direct.run()
-    expected = direct.anomaly_map().copy()
-    threaded = IterMaskLogic(mrml_scene, load_model=ModelBundle.load)
-    threaded.initialize(flair, model=bundle)
-    assert poll_until_finished(background.BackgroundRun(threaded)) == background.DONE
-    assert threaded.session.converged
-    assert np.array_equal(threaded.anomaly_map(), expected)
-    assert threaded.outputs["sequence"].GetNumberOfDataNodes() == len(threaded.session.iterations)
+def test_torch_is_checked_from_its_metadata_and_installed_with_a_minimum_version(monkeypatch):
+    assert dependencies.torch_problem() is None  # the test environment's torch is recent enough
+    monkeypatch.setattr(dependencies, "installed_version", lambda name: "1.13.1+cu117")
+    assert dependencies.torch_problem() == "PyTorch 1.13.1+cu117 is older than the 2.1 IterMask needs"
+    calls = []
 
+    class PyTorchUtilsLogic:
+        def installTorch(self, **kwargs):
+            calls.append(kwargs)
+            monkeypatch.setattr(dependencies, "installed_version", lambda name: "2.5.0")
+            return types.SimpleNamespace(__version__="2.5.0")
 
-def test_cancelling_a_background_run_undoes_it(mrml_scene, flair, tiny_model):
-    logic = IterMaskLogic(mrml_scene, load_model=ModelBundle.load)
-    logic.initialize(flair, model=str(tiny_model))
-    logic.step()
-    ids = nodes.node_ids(mrml_scene)
-    run = background.BackgroundRun(logic)
-    while run.steps_done < 1:  # let one step land, then cancel during the next
-        run.poll()
-        time.sleep(0.01)
-    run.cancel()
-    assert poll_until_finished(run) == background.CANCELLED
-    assert len(logic.session.iterations) == 1 and nodes.node_ids(mrml_scene) == ids
-    assert logic.outputs["sequence"].GetNumberOfDataNodes() == 1
-
-
-def test_missing_packages_are_found_and_install_errors_are_explained():
-    assert dependencies.missing_packages(("numpy", "no_such_package_itermask")) == ["no_such_package_itermask"]
+    dependencies.install_torch(PyTorchUtilsLogic())
+    assert calls == [{"askConfirmation": True, "torchVersionRequirement": ">=2.1"}]
 
     def offline(name):
         raise OSError("Could not fetch URL https://pypi.org/simple/torch/")
 
     with pytest.raises(RuntimeError, match="without internet access"):
-        dependencies.install(["no_such_package_itermask"], pip_install=offline)
-    installed = []
-    dependencies.install(["numpy"], pip_install=installed.append)  # already importable: passes the final check
-    assert installed == ["numpy"]
+        dependencies.install_torch(None, pip_install=offline)
+
+
+def test_thresholds_are_stated_against_the_healthy_calibration():
+    calibration = {"tau": 1.0, "tau_percentile": 80.0, "threshold": 20.0, "threshold_percentile": 99.0}
+    assert readable.threshold_text(20.0, calibration)[0] == "calibrated: flags about 1 % of healthy voxels"
+    label, tooltip = readable.threshold_text(30.0, calibration)
+    assert label == "1.50 × calibrated: fewer than 1 % of healthy voxels flagged" and "Raw threshold 30" in tooltip
+    assert readable.threshold_text(12.5, calibration, tau_stop=12.5)[0].endswith("this scan's own τ_stop (IterMask3D)")
+    assert readable.tau_text(2.0, calibration)[0] == "2.00 × calibrated τ"
+
+
+def parameter_fields():
+    """The fields of the widget's parameterNodeWrapper class, read from the module file's source."""
+    tree = ast.parse((MODULE / "IterMaskSlicer.py").read_text())
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "IterMaskSlicerParameterNode")
+    return {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_the_logic_writes_only_parameters_the_gui_wrapper_declares():
+    source = (MODULE / "IterMaskSlicerLib" / "logic.py").read_text()
+    written = set(re.findall(r'SetParameter\("(\w+)"', source))
+    written |= set(re.findall(r'\("(\w+)", (?:self\.model_info|policy|seed|volume|brain_mask)', source))
+    assert written and written <= parameter_fields(), sorted(written - parameter_fields())
+
+
+class FakeComboBox:
+    def __init__(self):
+        self.items, self.currentIndex = [], -1
+
+    currentData = property(lambda self: self.items[self.currentIndex][1] if self.currentIndex >= 0 else None)
+    addItem = lambda self, text, data: self.items.append((text, data))  # noqa: E731
+    clear = lambda self: self.items.clear()  # noqa: E731
+    findData = lambda self, data: next((i for i, (_, d) in enumerate(self.items) if d == data), -1)  # noqa: E731
+    findText = lambda self, text: next((i for i, (t, _) in enumerate(self.items) if t == text), -1)  # noqa: E731
+
+    def setCurrentIndex(self, index):
+        self.currentIndex = index
+
+    def blockSignals(self, blocked):
+        pass
+
+    def connect(self, signal, slot):
+        pass
+
+
+@pytest.fixture()
+def slicer_application(monkeypatch, mrml_scene):
+    """Slicer's module registration, emulated around the real module file: the Qt-side pieces (qt, the scripted
+    module base classes, parameterNodeWrapper, the module manager) are stand-ins; the MRML scene, slicer.util and
+    the worker process are real."""
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class Module:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class Widget:
+        def __init__(self, parent=None):
+            self.parent, self.layout = parent, mock.MagicMock()
+
+        def setup(self):
+            pass
+
+        def resourcePath(self, name):
+            return str(MODULE / "Resources" / name)
+
+    class Logic:
+        def __init__(self):
+            pass
+
+    base.ScriptedLoadableModule, base.ScriptedLoadableModuleWidget = Module, Widget
+    base.ScriptedLoadableModuleLogic, base.ScriptedLoadableModuleTest = Logic, unittest.TestCase
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: (lambda node: mock.MagicMock(inputVolume=None))
+    wrapper.Choice = lambda choices: None
+    for name, module in (("qt", mock.MagicMock()), ("slicer.ScriptedLoadableModule", base),
+                         ("slicer.parameterNodeWrapper", wrapper)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.syspath_prepend(str(MODULE))
+    monkeypatch.delitem(sys.modules, "IterMaskSlicer", raising=False)
+    import IterMaskSlicer as module_file
+
+    class ScriptedModule:  # qSlicerScriptedLoadableModule: instantiates <Name> and, on demand, <Name>Widget
+        def __init__(self, name):
+            self.name, self.parent = name, types.SimpleNamespace(isEntered=False)
+            getattr(module_file, name)(self.parent)
+            self.widget = None
+
+        def widgetRepresentation(self):
+            if self.widget is None:
+                self.widget = WidgetRepresentation(getattr(module_file, self.name + "Widget")(self.parent))
+                self.widget.self().setup()
+            return self.widget
+
+    class WidgetRepresentation:
+        def __init__(self, python_widget):
+            self.self = lambda: python_widget
+
+    ui = types.SimpleNamespace(modelComboBox=FakeComboBox(), policyComboBox=FakeComboBox(),
+                               applySourceComboBox=FakeComboBox())
+    modules = {"IterMaskSlicer": ScriptedModule("IterMaskSlicer")}
+    environment = types.SimpleNamespace(keys=lambda: list(__import__("os").environ),
+                                        value=lambda key: __import__("os").environ[key])
+    app = types.SimpleNamespace(moduleManager=lambda: types.SimpleNamespace(module=modules.get),
+                                startupEnvironment=lambda: environment)
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModule", ScriptedModule, raising=False)
+    monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModuleWidget", WidgetRepresentation, raising=False)
+    monkeypatch.setattr(slicer.util, "loadUI", lambda path: mock.MagicMock())
+    monkeypatch.setattr(slicer.util, "childWidgetVariables",
+                        lambda widget: mock.MagicMock(**{k: v for k, v in vars(ui).items()}))
+    yield modules["IterMaskSlicer"]
+    widget = modules["IterMaskSlicer"].widget
+    if widget is not None:
+        widget.self().logic.impl.close()
+
+
+def test_the_readme_console_line_runs_against_the_module_registration(slicer_application, tiny_model, tmp_path,
+                                                                      monkeypatch, mrml_scene):
+    line = next(l.strip() for l in (REPO / "README.md").read_text().splitlines()
+                if "slicer.util.getModuleLogic(\"IterMaskSlicer\")" in l)
+    shutil.copy(tiny_model, tmp_path / "flair-2d.pt")  # the README names the default model
+    monkeypatch.setenv("ITERMASK_MODEL_PATH", str(tmp_path))
+    from itermask.io import read_volume
+
+    image, affine = read_volume(MS / "FLAIR.nii.gz")
+    flair = slicer.util.addVolumeFromArray(np.ascontiguousarray(image.astype(np.float32).transpose(2, 1, 0)), affine,
+                                           name="FLAIR")
+    namespace = {"slicer": slicer}
+    exec(line, namespace)
+    segmentation = namespace["segmentation"]
+    assert segmentation.IsA("vtkMRMLSegmentationNode") and nodes.mask_array(segmentation, flair).any()
+    widget = slicer_application.widget.self()
+    assert widget.ui.policyComboBox.currentData == "itermask2"  # the default model's own policy, selected

@@ -1,29 +1,12 @@
-"""The τ(t) plot: thresholds of the iterations, the fitted a·tan(b·t) curve and τ_stop, as a Slicer plot chart."""
+"""The τ(t) plot: thresholds of the iterations, the fitted a·tan(b·t) curve and τ_stop, as a Slicer plot chart.
+
+The columns are computed in the worker (:func:`.worker.tau_curves`); this side only shows them."""
 from __future__ import annotations
 
 import numpy as np
 import slicer
 
-from itermask.thresholding import TanFit
-
 COLUMNS = ("t", "tau", "fit", "tau_stop")
-
-
-def tau_curves(session) -> dict[str, np.ndarray]:
-    """Columns of the plot: ``t``, ``tau`` (the τ that made each mask: the shrink path for IterMask3D, else the
-    iterations), ``fit`` (a·tan(b·t), NaN without a fit) and ``tau_stop`` (constant, NaN until known)."""
-    described = session.policy.describe(session)
-    if "tau_path" in described:
-        tau = np.asarray(described["tau_path"], float)
-    else:
-        done = session.iterations[: session.position + 1]
-        tau = np.asarray([np.nan if it.tau is None else it.tau for it in done], float)
-    t = np.arange(len(tau), dtype=float)
-    stop = described.get("stop")
-    fit = TanFit(**stop["fit"])(t) if stop else np.full_like(t, np.nan)
-    tau_stop = described.get("tau_stop", session.tau)
-    return {"t": t, "tau": tau, "fit": fit,
-            "tau_stop": np.full_like(t, np.nan if tau_stop is None else tau_stop)}
 
 
 class TauPlot:
@@ -57,9 +40,6 @@ class TauPlot:
 
     def nodes(self) -> list:
         return [self.chart, *self.series, self.table]
-
-    def update(self, session) -> None:
-        self.update_columns(tau_curves(session))
 
     def update_columns(self, columns: dict[str, np.ndarray]) -> None:
         slicer.util.updateTableFromArray(self.table, [columns[c].astype(np.float64) for c in COLUMNS], list(COLUMNS))

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from .discovery import BUNDLE_SUFFIX, available_models, model_directories  # noqa: F401 (re-exported)
 from .errors import ItermaskError
 from .networks import UNet
 
 FORMAT_VERSION = 1
 MODALITIES = ("FLAIR", "T1", "T1CE", "T2")
-BUNDLE_SUFFIX = ".pt"
 # The networks of each method by dims, in a fixed order (the last is the one that reconstructs hidden images).
 LAYOUTS = {"itermask": {2: ("first", "masked"), 3: ("unified",)},
            "ae": {2: ("autoencoder",), 3: ("autoencoder",)},
@@ -163,32 +163,6 @@ def _check_metadata(metadata: dict, where: str) -> None:
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise ItermaskError(f"{where}: calibration {key} is {value!r}, not a finite number (re-calibrate the "
                                 "model with `itermask calibrate`)")
-
-
-def model_directories() -> list[Path]:
-    """Where bundled and user models are looked up, first match wins.
-
-    ``$ITERMASK_MODEL_PATH`` (os.pathsep-separated), then the module's ``Resources/Models`` (Slicer and source
-    checkouts), then the installed ``itermask_models`` package (``pip install``).
-    """
-    dirs = [Path(p) for p in os.environ.get("ITERMASK_MODEL_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "Resources" / "Models")
-    try:
-        import itermask_models
-
-        dirs.append(Path(itermask_models.__file__).parent)
-    except ImportError:
-        pass
-    return [d for d in dirs if d.is_dir()]
-
-
-def available_models() -> dict[str, Path]:
-    """Bundled model names (file stems) → files."""
-    found: dict[str, Path] = {}
-    for directory in model_directories():
-        for file in sorted(directory.glob("*" + BUNDLE_SUFFIX)):
-            found.setdefault(file.stem, file)
-    return found
 
 
 def load_model(name_or_path: str | os.PathLike) -> ModelBundle:

@@ -1,0 +1,78 @@
+"""Finding model bundles and reading their metadata without importing torch.
+
+Slicer lists the models, and selects each bundle's default policy, before torch is installed; the model itself is
+only ever loaded in the worker process. A bundle is a ``torch.save`` zip archive whose pickle holds the metadata as
+a JSON string beside the weights: a restricted unpickler reads it and turns every tensor into ``None`` (it builds
+nothing but plain containers and runs no code from the file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+from .errors import ItermaskError
+
+BUNDLE_SUFFIX = ".pt"
+
+
+def model_directories() -> list[Path]:
+    """Where bundled and user models are looked up, first match wins.
+
+    ``$ITERMASK_MODEL_PATH`` (os.pathsep-separated), then the module's ``Resources/Models`` (Slicer and source
+    checkouts), then the installed ``itermask_models`` package (``pip install``).
+    """
+    dirs = [Path(p) for p in os.environ.get("ITERMASK_MODEL_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "Resources" / "Models")
+    try:
+        import itermask_models
+
+        dirs.append(Path(itermask_models.__file__).parent)
+    except ImportError:
+        pass
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_models() -> dict[str, Path]:
+    """Bundled model names (file stems) → files."""
+    found: dict[str, Path] = {}
+    for directory in model_directories():
+        for file in sorted(directory.glob("*" + BUNDLE_SUFFIX)):
+            found.setdefault(file.stem, file)
+    return found
+
+
+class _MetadataOnly(pickle.Unpickler):
+    """Unpickles torch's ``data.pkl`` with every tensor (storage and rebuild call) replaced by ``None``."""
+
+    _CONTAINERS = {("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._CONTAINERS:
+            return super().find_class(module, name)
+        if module.split(".")[0] == "torch":
+            return _nothing
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a model bundle")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """A bundle's metadata (name, modality, dims, policy, calibration, …) without loading its weights or torch."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            with archive.open(pickled) as stream:
+                raw = _MetadataOnly(stream).load()
+        return json.loads(raw["itermask_bundle"])
+    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, TypeError, ValueError,
+            EOFError):
+        raise ItermaskError(f"{path} is not a readable IterMask model bundle") from None
