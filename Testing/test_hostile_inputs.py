@@ -25,7 +25,7 @@ from itermask.cli import json_safe, main
 from itermask.cohort import partial_folder, remove_stale_partials, write_summary
 from itermask.io import read_volume
 from itermask.preprocess import mask_on_image_grid
-from itermask.session import squared_error
+from itermask.rules import reconstruction_error
 from itermask_training.train import TrainConfig
 
 from conftest import MS, brats
@@ -178,7 +178,7 @@ def test_one_extreme_voxel_gives_a_finite_map_and_a_valid_report(model, small, t
 
 
 def test_squared_errors_never_overflow_and_reports_never_hold_nan():
-    error = squared_error(torch.tensor([3e38, 1.0]), torch.tensor([-3e38, 3.0]), torch.tensor([True, True]))
+    error = reconstruction_error(torch.tensor([3e38, 1.0]), torch.tensor([-3e38, 3.0]), torch.tensor([True, True]))
     assert torch.isfinite(error).all() and error[1] == 4.0
     assert json.dumps(json_safe({"r2": math.nan, "path": [1.0, math.inf]}), allow_nan=False) == \
         '{"r2": null, "path": [1.0, null]}'

@@ -11,7 +11,6 @@ trained on the same manifest, grid, backbone and step budget as stated in the re
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import time
@@ -31,6 +30,8 @@ from .cases import LabelledCase
 from .detection import artifact_scans, detection_rows, score_scans
 from .methods import IntensityThreshold, IterMask, OneShot
 from .report import evaluate_cases, summary_table
+from . import validation
+from .tables import read_csv, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -120,17 +121,10 @@ def run_detection(out: Path, seed: int) -> list[dict]:
                                 DATA / "healthy" / "ixi002" / "T2_brainmask.nii.gz")
     out.mkdir(parents=True, exist_ok=True)
     scores = score_scans(detection_methods(), artifact_scans(normals, others, seed), seed)
-    _write_csv(out / "detection_scores.csv", scores)
+    write_csv(out / "detection_scores.csv", scores)
     rows = detection_rows(scores)
-    _write_csv(out / "detection.csv", rows)
+    write_csv(out / "detection.csv", rows)
     return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def detection_table(rows: list[dict]) -> str:
@@ -171,20 +165,8 @@ def run_augmentation(out: Path, seed: int) -> None:
     evaluate_cases(methods, t1_synthetic_cases((1, 2, 3)), out / "augmentation", seed)
 
 
-PARTS = {"flair": run_flair, "t1ce": run_t1ce, "t1-synthetic": run_t1_synthetic, "augmentation": run_augmentation,
+PARTS = {"validation": lambda out, seed: validation.run(out / "validation", seed), "flair": run_flair, "t1ce": run_t1ce, "t1-synthetic": run_t1_synthetic, "augmentation": run_augmentation,
          "detection": lambda out, seed: run_detection(out / "detection", seed)}
-
-
-def _read(path: Path) -> list[dict]:
-    with open(path) as handle:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def _number(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return None if text in ("", "None") else text
 
 
 def write_report(out: Path, minutes: dict[str, float]) -> None:
@@ -193,9 +175,10 @@ def write_report(out: Path, minutes: dict[str, float]) -> None:
     tables = {}
     for part in ("flair", "t1ce", "t1-synthetic", "augmentation"):
         path = out / part / "results.csv"
-        tables[part] = summary_table(_read(path)) if path.exists() else "(not run)"
+        tables[part] = summary_table(read_csv(path)) if path.exists() else "(not run)"
     detection = out / "detection" / "detection.csv"
-    tables["detection"] = detection_table(_read(detection)) if detection.exists() else "(not run)"
+    tables["detection"] = detection_table(read_csv(detection)) if detection.exists() else "(not run)"
+    tables["validation"] = validation.report_markdown(out / "validation")
     text = template.format(**{k.replace("-", "_"): v for k, v in tables.items()},
                            minutes=", ".join(f"{part} {m:.0f}" for part, m in minutes.items()),
                            machine=f"{platform.processor() or platform.machine()}, {_cpus()} CPU cores",

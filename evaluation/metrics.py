@@ -115,3 +115,23 @@ def detection_metrics(normal_scores, anomalous_scores) -> dict[str, float]:
         out[f"fpr{rate}"] = float(np.mean(anomalous <= accept))
         out[f"fnr{rate}"] = float(np.mean(normal >= flag))
     return {k: out[k] for k in ("auroc", "auprc", "fpr80", "fpr90", "fnr80", "fnr90")}
+
+
+def lesion_detection(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int]:
+    """Lesion-wise detection: the truth's lesions (26-connected components), how many the prediction touches
+    (found) or not (missed), and the predicted clusters that touch no lesion (false clusters).
+
+    >>> truth = np.zeros((1, 1, 9), bool); truth[0, 0, [1, 4]] = True
+    >>> prediction = np.zeros_like(truth); prediction[0, 0, [1, 7]] = True
+    >>> lesion_detection(prediction, truth)
+    {'lesions': 2, 'found': 1, 'missed': 1, 'false_clusters': 1}
+    """
+    from scipy import ndimage
+
+    connectivity = np.ones((3, 3, 3), bool)
+    lesions, n_lesions = ndimage.label(truth, connectivity)
+    clusters, n_clusters = ndimage.label(prediction, connectivity)
+    found = len(np.unique(lesions[prediction & truth]))
+    touching = len(np.unique(clusters[prediction & truth]))
+    return {"lesions": int(n_lesions), "found": int(found), "missed": int(n_lesions - found),
+            "false_clusters": int(n_clusters - touching)}

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .discovery import BUNDLE_SUFFIX, available_models, model_directories  # noqa: F401 (re-exported)
+from .discovery import (BUNDLE_SUFFIX, MODALITIES, available_models, check_modality,  # noqa: F401 (re-exported)
+                        default_model_name, model_directories)
 from .errors import ItermaskError
 from .networks import UNet
 
 FORMAT_VERSION = 1
-MODALITIES = ("FLAIR", "T1", "T1CE", "T2")
 # The networks of each method by dims, in a fixed order (the last is the one that reconstructs hidden images).
 LAYOUTS = {"itermask": {2: ("first", "masked"), 3: ("unified",)},
            "ae": {2: ("autoencoder",), 3: ("autoencoder",)},
@@ -175,20 +175,3 @@ def load_model(name_or_path: str | os.PathLike) -> ModelBundle:
         return ModelBundle.load(path)
     known = ", ".join(sorted(models)) or "none installed"
     raise ItermaskError(f"unknown model {str(name_or_path)!r} (available: {known})")
-
-
-def default_model_name(modality: str, dims: int = 2) -> str:
-    """The bundled model for a modality: ``<modality>-<dims>d`` in lower case, e.g. ``flair-2d``."""
-    modality = check_modality(modality)
-    name = f"{modality.lower()}-{dims}d"
-    if name not in available_models():
-        have = ", ".join(sorted(available_models())) or "none installed"
-        raise ItermaskError(f"no bundled {dims}D model for modality {modality} (available: {have}); pass --model")
-    return name
-
-
-def check_modality(modality: str) -> str:
-    upper = str(modality).upper()
-    if upper not in MODALITIES:
-        raise ItermaskError(f"unknown modality {modality!r} (choose from {', '.join(MODALITIES)})")
-    return upper

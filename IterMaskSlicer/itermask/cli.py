@@ -23,10 +23,11 @@ from .session import Session, check_seed
 
 
 def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_mask: Path | None,
-                 policy: str, seed: int, device: str, name: str | None = None) -> Path:
+                 policy: str | None, seed: int, device: str, name: str | None = None) -> Path:
     """Segment one file into ``out_root/<name>/`` (default name: the file's stem); the folder appears complete or
     not at all. Inputs are checked and the output folder is made writable before the computation; any problem is an
-    :class:`ItermaskError`."""
+    :class:`ItermaskError`. ``policy`` None: the bundle's default. Each warning of the result is printed on one line
+    (and kept in ``report.json``)."""
     from .cohort import partial_folder
     from .io import read_volume, scan_stem
     from .preprocess import check_image
@@ -42,12 +43,15 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
         with partial_folder(out_root, final.name) as partial:
             partial.chmod(0o755)  # mkdtemp makes it private; results are ordinary files
             result = session.run()
+            for warning in result.warnings:
+                print(f"itermask: warning: {input_path}: {warning}", file=sys.stderr)
             report = {
                 "itermask_version": __version__, "input": str(input_path), "brain_mask": str(brain_mask or ""),
-                "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims, "policy": policy,
-                "seed": seed, "device": str(session.device), "tau": session.tau,
+                "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims,
+                "policy": session.policy.name, "seed": seed, "device": str(session.device), "tau": session.tau,
                 "tau_stop": result.policy.get("tau_stop", session.tau), "policy_details": result.policy,
-                "threshold": result.threshold, "converged": result.converged, "iterations": result.iterations,
+                "threshold": result.threshold, "segmentation_rule": result.rule, "warnings": result.warnings,
+                "converged": result.converged, "iterations": result.iterations,
                 "scan_score": result.scan_score, "calibration": bundle.calibration,
                 "seconds": round(time.perf_counter() - start, 2),
             }
@@ -123,6 +127,8 @@ def _choose_model(args) -> ModelBundle:
             raise ItermaskError(f"model {bundle.name} is for {bundle.modality}, not {check_modality(args.modality)}")
         return bundle
     modality = args.modality or "FLAIR"
+    if args.policy is None:
+        return load_model(default_model_name(modality))
     wants_3d = args.policy == "itermask3d" and f"{modality.lower()}-3d" in available_models()
     return load_model(default_model_name(modality, 3 if wants_3d else 2))
 
@@ -192,15 +198,22 @@ def _cmd_models(args) -> int:
     if not models:
         print("no model bundles installed")
         return 0
-    print(f"{'name':<14}{'modality':<10}{'dims':<6}{'policy':<11}training data")
+    defaults = {}
+    print(f"{'name':<14}{'modality':<10}{'dims':<6}{'policy':<11}{'segments':<20}training data")
     for name, path in models.items():
         try:
             meta = ModelBundle.load(path).metadata
+            defaults.setdefault(meta["modality"], default_model_name(meta["modality"]))
         except ItermaskError as exc:
             print(f"{name:<14}unreadable: {exc}")
             continue
         data = ", ".join(Path(p).parent.name or Path(p).name for p in meta.get("training", {}).get("data", []))
-        print(f"{name:<14}{meta['modality']:<10}{meta['dims']:<6}{meta['policy']['default']:<11}{data}")
+        rule = meta.get("segmentation", {})
+        segments = f"{rule['anomaly']} > {rule['threshold']:.3g}" if rule.get("threshold") else "policy's own"
+        star = "*" if defaults[meta["modality"]] == name else ""
+        print(f"{name + star:<14}{meta['modality']:<10}{meta['dims']:<6}{meta['policy']['default']:<11}"
+              f"{segments:<20}{data}")
+    print("* the modality's default (itermask segment --modality M)")
     return 0
 
 
@@ -212,7 +225,7 @@ def _cmd_demo(args) -> int:
     check_output_folder(out)
     scan, brain = write_example(out / "inputs")
     bundle = load_model(default_model_name("FLAIR"))
-    result_dir = segment_file(scan, out, bundle, brain, "itermask2", seed, args.device)
+    result_dir = segment_file(scan, out, bundle, brain, None, seed, args.device)
     print(f"example scan: {scan}\nresults: {result_dir} (look at iterations.png first)")
     return 0
 
@@ -232,11 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="leave scans whose OUTDIR/<name>/report.json exists (resume an interrupted cohort run)")
     seg.add_argument("--modality", type=str.upper, metavar="|".join(MODALITIES))
     seg.add_argument("--model", metavar="NAME_OR_PATH",
-                     help="bundle name (see `itermask models`) or path; default <modality>-2d, or <modality>-3d "
-                          "for --policy itermask3d when installed")
-    seg.add_argument("--policy", default="itermask2", choices=list(POLICIES),
-                     help="itermask2: τ calibrated on healthy scans; itermask3d: τ found for this scan from its "
-                          "shrink path (≈100 forward passes)")
+                     help="bundle name (see `itermask models`) or path; default: the model the validation chose for "
+                          "the modality; with --policy, <modality>-3d for itermask3d when installed, else -2d")
+    seg.add_argument("--policy", choices=list(POLICIES),
+                     help="default: the model's own (with its validated segmentation rule). itermask2: τ calibrated "
+                          "on healthy scans; itermask3d: τ found for this scan from its shrink path (≈100 passes)")
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     seg.set_defaults(func=_cmd_segment)

@@ -16,6 +16,8 @@ from pathlib import Path
 from .errors import ItermaskError
 
 BUNDLE_SUFFIX = ".pt"
+MODALITIES = ("FLAIR", "T1", "T1CE", "T2")
+DEFAULTS_FILE = "defaults.json"   # modality → the bundle its validation chose, beside the bundles
 
 
 def model_directories() -> list[Path]:
@@ -76,3 +78,34 @@ def read_metadata(path: str | os.PathLike) -> dict:
     except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, TypeError, ValueError,
             EOFError):
         raise ItermaskError(f"{path} is not a readable IterMask model bundle") from None
+
+
+def default_model_name(modality: str, dims: int | None = None) -> str:
+    """The bundled model for a modality: ``<modality>-<dims>d`` in lower case, e.g. ``flair-2d``; with ``dims`` None,
+    the one the validation chose for that modality (``defaults.json`` in a model folder), else the 2D one."""
+    modality = check_modality(modality)
+    chosen = _chosen_defaults().get(modality) if dims is None else None
+    name = chosen or f"{modality.lower()}-{dims or 2}d"
+    if name not in available_models():
+        have = ", ".join(sorted(available_models())) or "none installed"
+        raise ItermaskError(f"no bundled model {name} for modality {modality} (available: {have}); pass --model")
+    return name
+
+
+def _chosen_defaults() -> dict[str, str]:
+    """The first ``defaults.json`` found along :func:`model_directories` (modality → bundle name), or nothing."""
+    for directory in model_directories():
+        path = directory / DEFAULTS_FILE
+        if path.is_file():
+            try:
+                return dict(json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                raise ItermaskError(f"{path} is not a JSON object of modality → model name") from None
+    return {}
+
+
+def check_modality(modality: str) -> str:
+    upper = str(modality).upper()
+    if upper not in MODALITIES:
+        raise ItermaskError(f"unknown modality {modality!r} (choose from {', '.join(MODALITIES)})")
+    return upper

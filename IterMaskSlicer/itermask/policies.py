@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .thresholding import StopThreshold, stop_threshold
+from .thresholding import StopThreshold, checked_stop, stop_threshold
 
 
 @dataclass
@@ -42,6 +42,7 @@ class FixedTau:
     the mask shrinks by less than 1 % of its size, is empty, or the iteration cap is reached."""
 
     name = "itermask2"
+    threshold_source = "calibrated on healthy scans (the bundle's)"
 
     def __init__(self, settings: dict):
         self.settings = settings
@@ -82,6 +83,7 @@ class SubjectSpecific:
     """
 
     name = "itermask3d"
+    threshold_source = "τ_stop of this scan's shrink path"
 
     def __init__(self, settings: dict):
         self.settings = settings
@@ -93,11 +95,14 @@ class SubjectSpecific:
         return [it.tau for it in session.iterations[: session.position + 1] if it.phase == "path" and it.tau is not None]
 
     def stop(self, session) -> StopThreshold | None:
-        """τ_stop once the path is complete, else None."""
+        """τ_stop once the path is complete, else None; an absurd one is replaced (see :func:`checked_stop`)."""
         taus = self.path_taus(session)
         if len(taus) < 3 or not self._path_done(session):
             return None
-        return stop_threshold(taus, self.gamma)
+        calibration = session.model.calibration
+        healthy = [scan["tau_stop"] for scan in calibration.get("healthy_scans", {}).get(self.name, [])
+                   if "tau_stop" in scan]
+        return checked_stop(stop_threshold(taus, self.gamma), healthy, calibration["tau"])
 
     def _path_done(self, session) -> bool:
         it = session.current

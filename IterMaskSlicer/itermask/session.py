@@ -18,8 +18,11 @@ from .errors import ItermaskError
 from .policies import POLICIES, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
+from .rules import SegmentationRule, reconstruction_error
 
-_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# A segmentation larger than this share of the brain is reported as a warning: no lesion a user would segment this
+# way is that large, a wrong modality or a broken scan is.
+LARGE_SEGMENTATION_FRACTION = 0.25
 
 
 @dataclass
@@ -48,7 +51,9 @@ class Iteration:
 
 @dataclass
 class Result:
-    """The outcome on the *input* grid: ``anomaly_map`` float32, ``mask`` uint8 0/1, and the record behind them."""
+    """The outcome on the *input* grid: ``anomaly_map`` float32, ``mask`` uint8 0/1, and the record behind them.
+    ``rule``: which map was thresholded and where the threshold came from; ``warnings``: one sentence each, for
+    anything a reader of the result should check (a replaced τ_stop, a segmentation of a large part of the brain)."""
 
     anomaly_map: np.ndarray
     mask: np.ndarray
@@ -57,6 +62,8 @@ class Result:
     converged: bool
     scan_score: dict
     policy: dict = field(default_factory=dict)
+    rule: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def choose_device(device: str = "auto") -> torch.device:
@@ -92,13 +99,6 @@ def finite_number(value, what: str) -> float:
     return number
 
 
-def squared_error(recon: torch.Tensor, image: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-    """``(x' − x)²`` inside the brain, zero outside, in float32. Computed in float64 and capped at float32's largest
-    value, so a wild reconstruction gives a huge error rather than infinity (whose map would turn into NaN)."""
-    error = (recon.double() - image.double()).square().clamp(max=_FLOAT32_MAX).float()
-    return torch.where(brain, error, torch.zeros(()))
-
-
 def healthy_percentiles(score: dict, healthy: list[dict]) -> dict:
     """Where a scan's ``final_mask_ml`` and ``mean_error`` fall among healthy calibration scans: the percentage of
     them scoring at most as much (100 = beyond every healthy scan: an artifact or a lesion), and how many there were.
@@ -119,10 +119,12 @@ class Session:
         image: (i, j, k) scan; ``affine``: its voxel → RAS mm matrix (identity if None).
         brain_mask: same shape, non-zero in the brain; None for the non-zero region of a skull-stripped image.
         policy: ``"itermask2"`` (fixed τ from calibration) or ``"itermask3d"`` (subject-specific τ_stop from the
-            shrink path; see :mod:`itermask.policies`).
+            shrink path; see :mod:`itermask.policies`); None: the bundle's default.
         tau: shrink threshold (default: the bundle's calibrated τ, or τ_stop once the path has found it);
-            ``threshold``: segmentation threshold on the anomaly map (default: the policy's — the bundle's calibrated
-            one for IterMask², the subject's own τ_stop for IterMask3D). Both in squared normalised-intensity units.
+            ``threshold``: segmentation threshold on the anomaly map (default: the bundle's chosen rule for this
+            policy, see :mod:`itermask.rules`, else the policy's own — the calibrated one for IterMask², the
+            subject's τ_stop for IterMask3D). Both in squared normalised-intensity units.
+        anomaly: the map to segment, ``squared`` or ``bright`` (default: the bundle's rule's).
 
     Example::
 
@@ -133,16 +135,21 @@ class Session:
     """
 
     def __init__(self, model: ModelBundle, image: np.ndarray, affine: np.ndarray | None = None,
-                 brain_mask: np.ndarray | None = None, policy: str = "itermask2", seed: int = 0,
-                 device: str = "auto", tau: float | None = None, threshold: float | None = None):
+                 brain_mask: np.ndarray | None = None, policy: str | None = None, seed: int = 0,
+                 device: str = "auto", tau: float | None = None, threshold: float | None = None,
+                 anomaly: str | None = None):
         if model.method != "itermask":
             raise ItermaskError(f"{model.name} is an {model.method.upper()} baseline for evaluation, not an IterMask "
                                 "model")
+        policy = policy or model.metadata["policy"]["default"]
         if policy not in POLICIES:
             raise ItermaskError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.model, self.seed = model, check_seed(seed)
         self.settings = model.metadata["policy"]
         self.policy = POLICIES[policy](self.settings)
+        self.rule = SegmentationRule.for_bundle(model.metadata, policy)
+        if anomaly is not None:
+            self.rule = SegmentationRule(anomaly, self.rule.threshold, self.rule.source)
         self.tau_from_user = None if tau is None else finite_number(tau, "τ")
         self.tau = finite_number(model.calibration["tau"] if tau is None else tau, "τ")
         self.threshold_from_user = None if threshold is None else finite_number(threshold, "the threshold")
@@ -158,9 +165,11 @@ class Session:
 
     @property
     def threshold(self) -> float:
-        """The segmentation threshold: a person's choice if made, else the policy's default."""
+        """The segmentation threshold: a person's choice if made, else the bundle's rule's, else the policy's."""
         if self.threshold_from_user is not None:
             return self.threshold_from_user
+        if self.rule.threshold is not None:
+            return self.rule.threshold
         return self.policy.default_threshold(self)
 
     @threshold.setter
@@ -240,7 +249,7 @@ class Session:
         recon = self._reconstruct(proposal.mask, noise, first=proposal.restart)
         if not torch.isfinite(recon).all():
             raise ItermaskError(f"{self.model.name} reconstructed non-finite values (a broken model file?)")
-        error = squared_error(recon, self.prepared.image, self.prepared.brain)
+        error = reconstruction_error(self.prepared.image, recon, self.prepared.brain)
         self.iterations.append(Iteration(index, proposal.mask, recon, error, proposal.tau, proposal.phase,
                                          time.perf_counter() - start))
         self._pending_mask = None
@@ -257,10 +266,13 @@ class Session:
 
     # --- results ----------------------------------------------------------------------------------------------
     def anomaly_map(self) -> np.ndarray:
-        """The current iteration's error map on the input grid (float32)."""
+        """The current iteration's anomaly map (the rule's, see :mod:`itermask.rules`) on the input grid (float32)."""
         if self.current is None:
             raise ItermaskError("no iteration has been run yet")
-        return self.prepared.map_to_input(self.current.error)
+        if self.rule.anomaly == "squared":
+            return self.prepared.map_to_input(self.current.error)
+        return self.prepared.map_to_input(reconstruction_error(self.prepared.image, self.current.reconstruction,
+                                                               self.prepared.brain, bright=True))
 
     def result(self, threshold: float | None = None) -> Result:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
@@ -274,5 +286,24 @@ class Session:
                  "mean_error": float(self.current.error[self.prepared.brain].mean())}
         score["healthy_percentile"] = healthy_percentiles(score, self.model.calibration.get("healthy_scans", {})
                                                           .get(self.policy.name, []))
+        policy = dict(self.policy.describe(self), name=self.policy.name)
+        source = ("set by the user" if self.threshold_from_user is not None
+                  else self.rule.source if self.rule.threshold is not None else self.policy.threshold_source)
+        brain_ml = float(self.prepared.input_brain.sum() * voxel_ml)
         return Result(amap, mask, threshold, [it.summary(self.brain_voxels) for it in self.iterations[:self.position + 1]],
-                      self.converged, score, dict(self.policy.describe(self), name=self.policy.name))
+                      self.converged, score, policy, dict(self.rule.as_dict(), threshold=threshold, source=source),
+                      _warnings(policy.get("stop"), score["segmentation_ml"], brain_ml, self.model.modality))
+
+
+def _warnings(stop: dict | None, segmentation_ml: float, brain_ml: float, modality: str) -> list[str]:
+    """What a reader of a result must check: a τ_stop that was replaced or not fitted, a huge segmentation."""
+    out = []
+    if stop and stop["fallback"]:
+        out.append(f"{stop['fallback']}: segmented at {stop['tau_stop']:.4g} instead (see policy_details.stop)")
+    elif stop and stop["method"] != "tan-fit":
+        out.append(f"the a·tan(b·t) fit of the shrink path was poor (R² {stop['fit']['r2']:.2f}): τ_stop "
+                   "comes from the smoothed path instead")
+    if brain_ml > 0 and segmentation_ml > LARGE_SEGMENTATION_FRACTION * brain_ml:
+        out.append(f"the segmentation covers {100 * segmentation_ml / brain_ml:.0f} % of the brain "
+                   f"({segmentation_ml:.0f} ml): check that the scan is a {modality} scan and the brain mask fits it")
+    return out

@@ -5,12 +5,14 @@ squares, so the fit is a 1D search over ``b`` in (0, π/(2·t_max)), where the t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 MIN_R2 = 0.85          # below this (on the first 80 points) the tangent model is not trusted
 FIT_POINTS = 80
+# A τ_stop more than this factor away from every healthy calibration scan's is a broken path, not a subject.
+HEALTHY_RANGE_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,16 @@ def smoothed_derivative(tau: np.ndarray, window: int = 5) -> np.ndarray:
 @dataclass(frozen=True)
 class StopThreshold:
     """Where the shrink path turns steep: ``tau_stop`` at step ``t_star``, found by ``method`` (``tan-fit`` or
-    ``finite-difference``); ``fit`` is the tangent fit (reported even when it was not trusted)."""
+    ``finite-difference``); ``fit`` is the tangent fit (reported even when it was not trusted). ``fallback``: why
+    the path's own τ_stop (``found``) was not used, when it was not (see :func:`checked_stop`)."""
 
     tau_stop: float
     t_star: int
     method: str
     gamma: float
     fit: TanFit
+    fallback: str | None = None
+    found: float | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -109,3 +114,30 @@ def stop_threshold(tau: np.ndarray, gamma: float) -> StopThreshold:
     steep = np.nonzero(derivative > gamma)[0]
     t_star = int(steep[0]) if len(steep) else len(tau) - 1
     return StopThreshold(float(tau[t_star]), t_star, "finite-difference", gamma, fit)
+
+
+def checked_stop(stop: StopThreshold, healthy: list[float], calibrated_tau: float) -> StopThreshold:
+    """``stop`` unless its τ_stop is absurd — not finite, not positive, or more than :data:`HEALTHY_RANGE_FACTOR`
+    times away from every τ_stop of the healthy calibration scans (``healthy``, may be empty) — in which case the
+    median healthy τ_stop replaces it (the calibrated τ when the bundle recorded none), and ``fallback`` says why.
+
+    >>> path = stop_threshold(0.05 * np.tan(0.015 * np.arange(100.0)), gamma=0.01)
+    >>> checked_stop(path, [0.3], calibrated_tau=1.0).fallback is None
+    True
+    >>> bad = replace(path, tau_stop=0.0)
+    >>> fixed = checked_stop(bad, [0.3, 0.5], calibrated_tau=1.0); fixed.tau_stop, fixed.fallback
+    (0.4, 'τ_stop 0 is not positive')
+    """
+    value = stop.tau_stop
+    healthy = [h for h in healthy if np.isfinite(h) and h > 0]
+    if not np.isfinite(value):
+        reason = f"τ_stop {value} is not finite"
+    elif value <= 0:
+        reason = f"τ_stop {value:.4g} is not positive"
+    elif healthy and not any(h / HEALTHY_RANGE_FACTOR <= value <= h * HEALTHY_RANGE_FACTOR for h in healthy):
+        reason = (f"τ_stop {value:.4g} is more than {HEALTHY_RANGE_FACTOR:g}× away from the healthy calibration "
+                  f"scans' ({', '.join(f'{h:.4g}' for h in healthy)})")
+    else:
+        return stop
+    replacement = float(np.median(healthy)) if healthy else float(calibrated_tau)
+    return replace(stop, tau_stop=replacement, fallback=reason, found=float(value))

@@ -1,0 +1,63 @@
+"""How a finished run becomes a segmentation: which anomaly map, thresholded where.
+
+A bundle records the rule its validation chose (``metadata["segmentation"]``, written by
+``python -m itermask_evaluation.validation --apply``) for one policy; any other policy, or a bundle without one,
+gets the policy's own rule: the squared error at the calibrated threshold (IterMask²) or at τ_stop (IterMask3D).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ItermaskError
+
+# ``squared``: (x' − x)², any deviation from the reconstruction. ``bright``: max(x − x', 0)², only voxels brighter
+# than the healthy tissue the network expected there — lesions that are hyper-intense on their sequence (FLAIR, T2),
+# without the dark rims, vessels and CSF borders the network merely blurs. Both in squared normalised intensity.
+ANOMALY_MAPS = ("squared", "bright")
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+@dataclass(frozen=True)
+class SegmentationRule:
+    """``anomaly``: one of :data:`ANOMALY_MAPS`; ``threshold``: on that map, or None for the policy's own;
+    ``source``: how the threshold was chosen, for the report."""
+
+    anomaly: str = "squared"
+    threshold: float | None = None
+    source: str = "the policy's own threshold"
+
+    def __post_init__(self):
+        if self.anomaly not in ANOMALY_MAPS:
+            raise ItermaskError(f"unknown anomaly map {self.anomaly!r} (choose from {', '.join(ANOMALY_MAPS)})")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ItermaskError(f"segmentation threshold must be a finite number, got {self.threshold}")
+
+    @classmethod
+    def for_bundle(cls, metadata: dict, policy: str) -> "SegmentationRule":
+        """The bundle's chosen rule if it was chosen for ``policy``, else the policy's own."""
+        chosen = metadata.get("segmentation")
+        if not chosen or chosen.get("policy") != policy:
+            return cls()
+        return cls(chosen["anomaly"], chosen.get("threshold"), chosen.get("source", "recorded in the bundle"))
+
+    def as_dict(self) -> dict:
+        return {"anomaly": self.anomaly, "threshold": self.threshold, "source": self.source}
+
+
+def reconstruction_error(image: torch.Tensor, reconstruction: torch.Tensor, brain: torch.Tensor,
+                         bright: bool = False) -> torch.Tensor:
+    """``(x' − x)²`` inside the brain, zero outside, float32 (any shape, all three alike); ``bright``: only where the
+    image is above its reconstruction, ``max(x − x', 0)²``. Computed in float64 and capped at float32's largest
+    value, so a wild reconstruction gives a huge error rather than infinity (whose map would turn into NaN).
+
+    >>> x, recon, brain = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]), torch.ones(3, dtype=bool)
+    >>> reconstruction_error(x, recon, brain).tolist(), reconstruction_error(x, recon, brain, bright=True).tolist()
+    ([1.0, 1.0, 0.0], [1.0, 0.0, 0.0])
+    """
+    residual = image.double() - reconstruction.double()
+    if bright:
+        residual = residual.clamp_min(0)
+    return torch.where(brain, residual.square().clamp(max=_FLOAT32_MAX).float(), torch.zeros(()))

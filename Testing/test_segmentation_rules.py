@@ -1,0 +1,120 @@
+"""Segmentation rules recorded in a bundle, τ_stop that is never silently absurd, warnings, and the validation that
+chooses a bundle's defaults — on real scans with the tiny models trained here."""
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from itermask import ModelBundle, Session, rules, thresholding
+from itermask_evaluation import tables, validation
+
+from conftest import brats
+
+
+def _with_metadata(path, tmp_path, name: str, **changes):
+    """The bundle at ``path`` with top-level metadata entries changed, saved as ``tmp_path/<name>.pt``."""
+    bundle = ModelBundle.load(path)
+    for key, value in changes.items():
+        bundle.metadata[key] = value if not isinstance(value, dict) else {**bundle.metadata.get(key, {}), **value}
+    return bundle.save(tmp_path / f"{name}.pt")
+
+
+@pytest.mark.parametrize("module", [rules, thresholding, tables, validation])
+def test_docstring_examples(module):
+    assert doctest.testmod(module).failed == 0
+
+
+def test_a_bundle_segments_with_its_recorded_rule_under_its_policy_only(tiny_model, scan, tmp_path):
+    image, affine, brain, blob = scan
+    rule = {"policy": "itermask2", "anomaly": "bright", "threshold": 0.5, "source": "tuned in a test"}
+    bundle = ModelBundle.load(_with_metadata(tiny_model, tmp_path, "ruled", segmentation=rule))
+    session = Session(bundle, image, affine, brain, seed=0, device="cpu")
+    result = session.run()
+    assert result.threshold == 0.5 and result.rule["anomaly"] == "bright"
+    assert result.rule["source"] == "tuned in a test"
+    squared = session.prepared.map_to_input(session.current.error)
+    assert (result.anomaly_map <= squared + 1e-6).all()          # only the bright side of the same residual
+    assert (result.anomaly_map < squared - 1e-3).any()           # dark residuals are dropped
+    assert np.array_equal(result.mask, (result.anomaly_map > 0.5) & session.prepared.input_brain)
+    other = Session(bundle, image, affine, brain, policy="itermask3d", seed=0, device="cpu")
+    assert other.rule.anomaly == "squared" and other.rule.threshold is None
+
+
+def test_a_session_takes_the_bundles_default_policy(tiny_model_3d, scan):
+    image, affine, brain, _ = scan
+    bundle = ModelBundle.load(tiny_model_3d)
+    assert Session(bundle, image, affine, brain, device="cpu").policy.name == bundle.metadata["policy"]["default"]
+
+
+def test_an_absurd_tau_stop_is_replaced_and_reported_on_one_line(tiny_model_3d, tmp_path):
+    """A shrink path whose τ_stop lies 10⁴× below every healthy calibration scan's: the healthy τ_stop is used
+    instead, and report.json and the command line both say so."""
+    bundle = ModelBundle.load(tiny_model_3d)
+    healthy = [{**scan, "tau_stop": 1e4} for scan in bundle.calibration["healthy_scans"]["itermask3d"]]
+    path = _with_metadata(tiny_model_3d, tmp_path, "odd-healthy",
+                          calibration={"healthy_scans": {**bundle.calibration["healthy_scans"], "itermask3d": healthy}})
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "itermask.cli", "segment", str(brats("0006")), "--brain-mask",
+                          str(brats("0006", "brainmask")), "--model", str(path), "--policy", "itermask3d",
+                          "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "Flair_subtrMeanDivStd" / "report.json").read_text())
+    stop = report["policy_details"]["stop"]
+    assert stop["tau_stop"] == 1e4 and stop["found"] < 1e4 / thresholding.HEALTHY_RANGE_FACTOR
+    assert report["tau_stop"] == 1e4 and report["threshold"] == 1e4
+    assert any("away from the healthy calibration scans" in w for w in report["warnings"])
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("itermask: warning:")]
+    assert len(warnings) == len(report["warnings"]) >= 1
+
+
+def test_a_whole_brain_segmentation_never_passes_without_a_warning(tiny_model, scan):
+    image, affine, brain, _ = scan
+    result = Session(ModelBundle.load(tiny_model), image, affine, brain, threshold=0.0, device="cpu").run()
+    assert result.rule["source"] == "set by the user"
+    assert any("% of the brain" in w for w in result.warnings)
+
+
+def test_validation_scores_leave_one_out_and_applies_its_choice(tiny_model, tiny_model_3d, tmp_path):
+    """Two labelled BraTS scans as the validation split: every configuration runs on both, every tuned threshold
+    comes from the other scan, and the choice recorded in the bundles is what `itermask segment` then uses."""
+    manifests, models = tmp_path / "manifests", tmp_path / "models"
+    manifests.mkdir(), models.mkdir()
+    rows = ["image,brain_mask,lesion_mask,split"]
+    rows += [f"{brats(c)},{brats(c, 'brainmask')},{brats(c, 'OTMultiClass')},validation" for c in ("0005", "0006")]
+    (manifests / "flair.csv").write_text("\n".join(rows) + "\n")
+    for dims, source in ((2, tiny_model), (3, tiny_model_3d)):
+        (models / f"flair-{dims}d.pt").write_bytes(source.read_bytes())
+    found, choice = validation.evaluate_modality("flair", models, tmp_path / "cache", manifests=manifests)
+    scans = {r["scan"] for r in found}
+    assert scans == {"brats_2013_pat0005_1", "brats_2013_pat0006_1"}
+    configurations = {(r["configuration"], r["rule"]) for r in found}
+    assert ("flair-3d itermask3d", "bright, tuned") in configurations
+    assert ("intensity", "intensity, tuned") in configurations
+    assert all(0 <= r["dice"] <= 1 for r in found if not np.isnan(r["dice"]))
+    best = validation.mean_table([r for r in found if r["configuration"] != "intensity"])[0]
+    assert choice["default"] == best["configuration"].split()[0]
+
+    validation.apply({"flair": choice}, models)
+    assert json.loads((models / "defaults.json").read_text()) == {"FLAIR": choice["default"]}
+    chosen = choice["bundles"][choice["default"]]
+    recorded = ModelBundle.load(models / f"{choice['default']}.pt").metadata
+    assert recorded["segmentation"]["anomaly"] == chosen["anomaly"]
+    assert recorded["policy"]["default"] == chosen["policy"]
+
+    out = tmp_path / "out"
+    env = {**os.environ, "ITERMASK_MODEL_PATH": str(models)}
+    run = subprocess.run([sys.executable, "-m", "itermask.cli", "segment", str(brats("0006")), "--brain-mask",
+                          str(brats("0006", "brainmask")), "--modality", "FLAIR", "-o", str(out)],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "Flair_subtrMeanDivStd" / "report.json").read_text())
+    assert report["model"] == recorded["name"] and report["policy"] == chosen["policy"]
+    assert report["segmentation_rule"]["anomaly"] == chosen["anomaly"]
+    if chosen["threshold"] is not None:
+        assert report["threshold"] == pytest.approx(chosen["threshold"])
