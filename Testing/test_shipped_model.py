@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import itermask
+from itermask_training.data import read_cases
+from itermask_training.train import as_listed
 
 from conftest import REPO
 
@@ -14,17 +16,16 @@ from conftest import REPO
 SHIPPED = sorted((REPO / "IterMaskSlicer" / "Resources" / "Models").glob("*.pt"))
 
 
-def test_a_flair_model_ships_as_the_default():
-    assert itermask.default_model_name("FLAIR") == "flair-2d"
-    assert "flair-2d.pt" in [p.name for p in SHIPPED]
-
-
-# The labelled scan each modality's model card reports held-out figures on: it must be in no bundle's data.
-HELD_OUT_TEST_CASE = {"flair": "pat0006", "t1ce": "pat0006", "t1": "patient26"}
+def test_each_modality_defaults_to_a_shipped_bundle_with_its_validated_rule():
+    for modality in ("FLAIR", "T1CE", "T1", "T2"):
+        name = itermask.default_model_name(modality)
+        assert f"{name}.pt" in [p.name for p in SHIPPED]
+        rule = itermask.load_model(name).metadata["segmentation"]
+        assert rule["chosen_by"] == "itermask_evaluation.validation" and rule["validation_scans"] >= 1
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_models_load_and_were_calibrated_on_data_they_were_not_trained_on(path):
+def test_shipped_models_were_calibrated_on_data_they_were_not_trained_on_and_validated_on_neither(path):
     bundle = itermask.ModelBundle.load(path)
     meta = bundle.metadata
     modality, dims = path.stem.split("-")
@@ -34,7 +35,9 @@ def test_shipped_models_load_and_were_calibrated_on_data_they_were_not_trained_o
     assert set(calibration["healthy_scans"]) == {"itermask2", "itermask3d"}
     training, held_out = set(meta["training"]["data"]), set(meta["training"]["calibration_data"])
     assert training and held_out and not training & held_out
-    assert not any(HELD_OUT_TEST_CASE[modality] in path for path in training | held_out)
+    manifest = REPO / "training" / "manifests" / f"{modality}.csv"
+    validation = {as_listed(c.image, manifest) for c in read_cases(manifest) if c.split == "validation"}
+    assert validation and not validation & (training | held_out)
 
 
 def test_demo_segments_the_built_in_example(tmp_path):
