@@ -169,34 +169,33 @@ def evaluate_modality(modality: str, models: Path, cache: Path, seed: int = 0,
     scans = development_scans(modality, manifests)
     bundles = {dims: models / f"{modality}-{dims}d.pt" for dims in (2, 3)}
     configurations = [(bundles[2], "itermask2"), (bundles[3], "itermask3d")]
+    healthy_k = load_model(bundles[3]).calibration["intensity_threshold"]
     curves, fixed, info = {}, {}, {}  # (configuration label, rule) → scan → counts
     for scan in scans:
         truth, brain, z, voxel_ml = truth_and_brain(scan)
+        lesion = truth[brain]
         info[scan.name] = {"lesion_ml": truth.sum() * voxel_ml, "voxel_ml": voxel_ml, "scored": scan.scored}
-        healthy_k = load_model(bundles[3]).calibration["intensity_threshold"]
         curves.setdefault(("intensity", "intensity, tuned"), {})[scan.name] = \
-            counts(z[brain], truth[brain], THRESHOLDS["intensity"])
+            counts(z[brain], lesion, THRESHOLDS["intensity"])
         fixed.setdefault(("intensity", "intensity, healthy-calibrated"), {})[scan.name] = \
-            (counts(z[brain], truth[brain], np.array([healthy_k]))[:, 0], healthy_k)
+            (counts(z[brain], lesion, np.array([healthy_k]))[:, 0], healthy_k)
         for path, policy in configurations:
             maps = ScanMaps(path, policy, scan, cache, seed).load()
             label = f"{path.stem} {policy}"
             info[scan.name][label] = float(maps["seconds"])
             for rule in ("squared, tuned", "bright, tuned"):
-                kind = RULES[rule][0]
-                curves.setdefault((label, rule), {})[scan.name] = counts(maps[kind][brain], truth[brain],
-                                                                         THRESHOLDS["map"])
+                curves.setdefault((label, rule), {})[scan.name] = \
+                    counts(maps[RULES[rule][0]][brain], lesion, THRESHOLDS["map"])
             named = {"policy threshold": maps["policy_threshold"]}
             if policy == "itermask3d":  # IterMask²'s policy threshold is the calibrated one already
                 named.update({"healthy-calibrated": maps["calibrated_threshold"],
                               "released-first p99": maps["subject_threshold"]})
             for rule, threshold in named.items():
                 fixed.setdefault((label, rule), {})[scan.name] = \
-                    (counts(maps["squared"][brain], truth[brain], np.array([float(threshold)]))[:, 0], float(threshold))
-            final = maps["final_mask"][brain]
+                    (counts(maps["squared"][brain], lesion, np.array([float(threshold)]))[:, 0], float(threshold))
+            # The final mask as a 0/1 map above one half: the same counts as every other rule.
             fixed.setdefault((label, "final mask"), {})[scan.name] = \
-                (np.array([(final & truth[brain]).sum(), (final & ~truth[brain]).sum(), (~final & truth[brain]).sum()]),
-                 None)
+                (counts(maps["final_mask"][brain].astype(np.float32), lesion, np.array([0.5]))[:, 0], None)
     rows = _rows(modality, curves, fixed, info)
     return rows, _choices(modality, rows, curves, bundles)
 

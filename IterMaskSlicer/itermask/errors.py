@@ -1,5 +1,18 @@
-"""The one exception type users see: a clear, one-line reason for refusing an input or a model file."""
+"""The one exception type users see — a clear, one-line reason for refusing an input or a model file — and the
+check of a number a user or a bundle gives."""
+import math
 
 
 class ItermaskError(ValueError):
     """Bad input or a bad model bundle. ``str(error)`` is a complete one-line message for the user."""
+
+
+def finite_number(value, what: str) -> float:
+    """``value`` as a float; a NaN or infinite τ or threshold would silently give an empty or full mask."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ItermaskError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ItermaskError(f"{what} must be a finite number, got {value!r}")
+    return number

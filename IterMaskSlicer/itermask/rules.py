@@ -6,12 +6,11 @@ gets the policy's own rule: the squared error at the calibrated threshold (IterM
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from .errors import ItermaskError
+from .errors import ItermaskError, finite_number
 
 # ``squared``: (x' − x)², any deviation from the reconstruction. ``bright``: max(x − x', 0)², only voxels brighter
 # than the healthy tissue the network expected there — lesions that are hyper-intense on their sequence (FLAIR, T2),
@@ -32,8 +31,8 @@ class SegmentationRule:
     def __post_init__(self):
         if self.anomaly not in ANOMALY_MAPS:
             raise ItermaskError(f"unknown anomaly map {self.anomaly!r} (choose from {', '.join(ANOMALY_MAPS)})")
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise ItermaskError(f"segmentation threshold must be a finite number, got {self.threshold}")
+        if self.threshold is not None:
+            finite_number(self.threshold, "the segmentation threshold")
 
     @classmethod
     def for_bundle(cls, metadata: dict, policy: str) -> "SegmentationRule":

@@ -5,7 +5,6 @@ Every iteration is kept, so scrubbing and re-thresholding never call the model a
 """
 from __future__ import annotations
 
-import math
 import operator
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from .bundle import ModelBundle
-from .errors import ItermaskError
+from .errors import ItermaskError, finite_number
 from .policies import POLICIES, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
@@ -86,17 +85,6 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
         raise ItermaskError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     return value
-
-
-def finite_number(value, what: str) -> float:
-    """``value`` as a float; a NaN or infinite τ or threshold would silently give an empty or full mask."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ItermaskError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ItermaskError(f"{what} must be a finite number, got {value!r}")
-    return number
 
 
 def healthy_percentiles(score: dict, healthy: list[dict]) -> dict:
