@@ -50,7 +50,7 @@ def test_a_3d_subject_specific_run_shrinks_towards_the_anomaly_and_stops(bundle,
     assert len(path) >= 95 and final and result.converged
     fractions = [it.mask.sum().item() / session.brain_voxels for it in path]
     assert np.allclose(np.diff(fractions)[:-1], -0.01, atol=0.001)
-    assert result.policy["stop"]["t_star"] < len(path) and result.policy["tau_stop"] == session.tau
+    assert result.policy.stop.t_star < len(path) and result.policy.tau_stop == session.tau
     hidden = session.prepared.mask_to_input(final[-1].mask)
     share_in_blob = float((hidden & blob).sum()) / max(int(hidden.sum()), 1)
     assert hidden.sum() < 0.5 * brain.sum()                 # far smaller than the brain it started from,
@@ -58,7 +58,7 @@ def test_a_3d_subject_specific_run_shrinks_towards_the_anomaly_and_stops(bundle,
     assert float((hidden & blob).sum()) / blob.sum() > 0.5  # and most of the anomaly is still hidden
     # The segmentation is the final anomaly map thresholded at the subject's own τ_stop (no healthy calibration
     # data), so it agrees with the final mask and, like it, holds the anomaly.
-    assert result.threshold == result.policy["tau_stop"] != bundle.calibration["threshold"]
+    assert result.threshold == result.policy.tau_stop != bundle.calibration["threshold"]
     segmentation = result.mask.astype(bool)
     assert 2 * float((segmentation & hidden).sum()) / (segmentation.sum() + hidden.sum()) > 0.6
     assert float((segmentation & blob).sum()) / blob.sum() > 0.5

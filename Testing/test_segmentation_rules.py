@@ -36,8 +36,8 @@ def test_a_bundle_segments_with_its_recorded_rule_under_its_policy_only(tiny_mod
     bundle = ModelBundle.load(_with_metadata(tiny_model, tmp_path, "ruled", segmentation=rule))
     session = Session(bundle, image, affine, brain, seed=0, device="cpu")
     result = session.run()
-    assert result.threshold == 0.5 and result.rule["anomaly"] == "bright"
-    assert result.rule["source"] == "tuned in a test"
+    assert result.threshold == 0.5 and result.rule.anomaly == "bright"
+    assert result.rule.source == "tuned in a test"
     squared = session.prepared.map_to_input(session.current.error)
     assert (result.anomaly_map <= squared + 1e-6).all()          # only the bright side of the same residual
     assert (result.anomaly_map < squared - 1e-3).any()           # dark residuals are dropped
@@ -76,7 +76,7 @@ def test_an_absurd_tau_stop_is_replaced_and_reported_on_one_line(tiny_model_3d, 
 def test_a_whole_brain_segmentation_never_passes_without_a_warning(tiny_model, scan):
     image, affine, brain, _ = scan
     result = Session(ModelBundle.load(tiny_model), image, affine, brain, threshold=0.0, device="cpu").run()
-    assert result.rule["source"] == "set by the user"
+    assert result.rule.source == "set by the user"
     assert any("% of the brain" in w for w in result.warnings)
 
 

@@ -43,11 +43,11 @@ def test_subject_specific_policy_runs_its_path_then_a_final_run(tiny_model, scan
     assert len(path) >= 95 and final and result.converged
     fractions = [it.mask.sum().item() / session.brain_voxels for it in path]
     assert np.allclose(np.diff(fractions)[:-1], -0.01, atol=0.001)   # exactly 1 % of the brain per step
-    taus = result.policy["tau_path"]
+    taus = result.policy.tau_path
     # Lowest errors leave first, so τ(t) rises (each step re-reconstructs, so not every step is strictly higher).
     assert taus[0] < taus[len(taus) // 2] < taus[-1]
     assert np.mean(np.diff(taus) < 0) < 0.2
-    assert result.policy["tau_stop"] == session.tau and session.tau in {it.tau for it in final}
+    assert result.policy.tau_stop == session.tau and session.tau in {it.tau for it in final}
     on_input = session.prepared.mask_to_input(final[-1].mask)
     assert (on_input & blob).sum() / blob.sum() > 0.5
 
@@ -69,6 +69,6 @@ def test_subject_specific_runs_repeat_with_the_same_seed(tiny_model, scan):
     image, affine, brain, _ = scan
     bundle = ModelBundle.load(tiny_model)
     results = [Session(bundle, image, affine, brain, policy="itermask3d", seed=2, device="cpu").run() for _ in range(2)]
-    assert results[0].policy["tau_stop"] == results[1].policy["tau_stop"]
+    assert results[0].policy.tau_stop == results[1].policy.tau_stop
     assert np.array_equal(results[0].mask, results[1].mask)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from itermask.thresholding import TanFit
+from itermask.policies import PolicyReport
 
 
 def _pyplot():
@@ -69,21 +69,20 @@ def save_overlay_figure(path, title: str, image: np.ndarray, brain: np.ndarray, 
     plt.close(fig)
 
 
-def save_tau_figure(path, title: str, policy: dict) -> None:
+def save_tau_figure(path, title: str, policy: PolicyReport) -> None:
     """τ(t) of an IterMask3D shrink path (points), the fitted a·tan(b·t) and τ_stop at t* (as in the paper's Fig. 3)."""
     plt = _pyplot()
-    tau = np.asarray(policy["tau_path"], float)
+    tau = np.asarray(policy.tau_path, float)
     t = np.arange(len(tau))
-    stop = policy["stop"]
+    stop = policy.stop
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     ax.plot(t, tau, ".", ms=3, label="τ(t): shrinks the mask by 1 % of the brain")
-    fit = stop["fit"]
-    ax.plot(t, TanFit(**fit)(t), "-", lw=1, label=f"a·tan(b·t), R² = {fit['r2']:.2f}")
-    ax.axhline(stop["tau_stop"], color="k", ls="--", lw=0.8, label=f"τ_stop = {stop['tau_stop']:.3g}")
-    ax.axvline(stop["t_star"], color="grey", ls=":", lw=0.8, label=f"t* = {stop['t_star']} ({stop['method']})")
+    ax.plot(t, stop.fit(t), "-", lw=1, label=f"a·tan(b·t), R² = {stop.fit.r2:.2f}")
+    ax.axhline(stop.tau_stop, color="k", ls="--", lw=0.8, label=f"τ_stop = {stop.tau_stop:.3g}")
+    ax.axvline(stop.t_star, color="grey", ls=":", lw=0.8, label=f"t* = {stop.t_star} ({stop.method})")
     ax.set_xlabel("path step t")
     ax.set_ylabel("τ (squared z-score)")
-    ax.set_ylim(0, max(float(np.nanmax(tau[: stop["t_star"] + 1])) * 2.5, stop["tau_stop"] * 1.5))
+    ax.set_ylim(0, max(float(np.nanmax(tau[: stop.t_star + 1])) * 2.5, stop.tau_stop * 1.5))
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=6)
     fig.tight_layout()

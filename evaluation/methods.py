@@ -19,6 +19,7 @@ import torch
 
 from itermask.bundle import ModelBundle
 from itermask.normalize import iterative_zscore
+from itermask.policies import PolicyReport
 from itermask.preprocess import PreparedVolume, brain_mask_or_nonzero, prepare_volume
 from itermask.reconstruction import one_shot_reconstruction
 from itermask.session import Session
@@ -41,7 +42,7 @@ class MethodResult:
     scan_score: float
     seconds: float
     quality: dict = field(default_factory=dict)
-    policy: dict = field(default_factory=dict)
+    policy: PolicyReport | None = None
 
 
 def _quality(prepared: PreparedVolume, reconstruction: torch.Tensor, case: CaseVolumes, dims: int) -> dict:

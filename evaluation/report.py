@@ -72,7 +72,7 @@ def score_case(result: MethodResult, case_name: str, truth: np.ndarray, brain: n
            **voxel_ranking_metrics(result.anomaly_map, truth, brain),
            "psnr_db": result.quality.get("psnr_db", math.nan), "ssim": result.quality.get("ssim", math.nan),
            "oracle_dice": oracle_dice(result.anomaly_map, truth, brain), "threshold": result.threshold,
-           "tau_stop": result.policy.get("tau_stop"), "scan_score": result.scan_score, "seconds": result.seconds}
+           "tau_stop": result.policy.tau_stop if result.policy else None, "scan_score": result.scan_score, "seconds": result.seconds}
     return row
 
 
@@ -95,7 +95,7 @@ def evaluate_cases(methods: list, cases: list[LabelledCase], out_dir: Path, seed
                 result = method.run(volumes, seed)
             rows.append(dict(score_case(result, case.name, truth, brain, spacing), peak_gb=memory.gb))
             predictions[result.method] = result.segmentation
-            if result.policy.get("stop"):
+            if result.policy and result.policy.stop:
                 figures.save_tau_figure(out_dir / "figures" / f"{case.name}_{_slug(result.method)}_tau.png",
                                         f"{case.name}: {result.method}", result.policy)
             progress(f"{case.name}: {result.method}: Dice {rows[-1]['dice']:.3f} "

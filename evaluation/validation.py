@@ -137,7 +137,7 @@ class ScanMaps:
                 "policy_threshold": session.policy.default_threshold(session),
                 "calibrated_threshold": bundle.calibration["threshold"],
                 "subject_threshold": _released_first_threshold(session),
-                "tau_stop_replaced": bool((session.policy.describe(session).get("stop") or {}).get("fallback")),
+                "tau_stop_replaced": bool(getattr(session.policy.describe(session).stop, "fallback", None)),
                 "seconds": time.perf_counter() - start}
 
 

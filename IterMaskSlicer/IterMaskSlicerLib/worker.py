@@ -28,22 +28,19 @@ if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask``
 
 import itermask  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
-from itermask.thresholding import TanFit  # noqa: E402
 
 
 def tau_curves(session) -> dict[str, list[float]]:
     """The τ(t) plot's columns: ``t``, ``tau`` (the τ that made each mask: the shrink path for IterMask3D, else the
     iterations), ``fit`` (a·tan(b·t), NaN without a fit) and ``tau_stop`` (constant, NaN until known)."""
     described = session.policy.describe(session)
-    if "tau_path" in described:
-        tau = np.asarray(described["tau_path"], float)
+    if described.tau_path:
+        tau = np.asarray(described.tau_path, float)
     else:
-        done = session.iterations[: session.position + 1]
-        tau = np.asarray([np.nan if it.tau is None else it.tau for it in done], float)
+        tau = np.asarray([np.nan if it.tau is None else it.tau for it in session.history], float)
     t = np.arange(len(tau), dtype=float)
-    stop = described.get("stop")
-    fit = TanFit(**stop["fit"])(t) if stop else np.full_like(t, np.nan)
-    tau_stop = described.get("tau_stop", session.tau)
+    fit = described.stop.fit(t) if described.stop else np.full_like(t, np.nan)
+    tau_stop = described.tau_stop if described.tau_path else session.tau
     stop_column = np.full_like(t, np.nan if tau_stop is None else tau_stop)
     return {"t": t.tolist(), "tau": tau.tolist(), "fit": fit.tolist(), "tau_stop": stop_column.tolist()}
 
@@ -51,10 +48,10 @@ def tau_curves(session) -> dict[str, list[float]]:
 def describe(session) -> dict:
     """What the Slicer side shows of a session (plain JSON)."""
     current = session.current
-    stop = session.policy.describe(session).get("tau_stop")
+    stop = session.policy.describe(session).tau_stop
     return {"position": session.position, "count": len(session.iterations), "tau": session.tau,
             "threshold": session.threshold, "tau_stop": stop,
-            "converged": session.converged, "iteration": current.summary(session.brain_voxels) if current else None,
+            "converged": session.converged, "iteration": current.summary(session.brain_voxels).as_dict() if current else None,
             "plot": tau_curves(session)}
 
 

@@ -49,9 +49,9 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
                 "itermask_version": __version__, "input": str(input_path), "brain_mask": str(brain_mask or ""),
                 "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims,
                 "policy": session.policy.name, "seed": seed, "device": str(session.device), "tau": session.tau,
-                "tau_stop": result.policy.get("tau_stop", session.tau), "policy_details": result.policy,
-                "threshold": result.threshold, "segmentation_rule": result.rule, "warnings": result.warnings,
-                "converged": result.converged, "iterations": result.iterations,
+                "tau_stop": result.policy.tau_stop or session.tau, "policy_details": result.policy.as_dict(),
+                "threshold": result.threshold, "segmentation_rule": result.rule.as_dict(), "warnings": result.warnings,
+                "converged": result.converged, "iterations": [it.as_dict() for it in result.iterations],
                 "scan_score": result.scan_score, "calibration": bundle.calibration,
                 "seconds": round(time.perf_counter() - start, 2),
             }

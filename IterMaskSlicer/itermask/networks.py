@@ -10,8 +10,28 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class _OneDNNAtInference:
+    """On CPU without autograd, always run oneDNN's convolution. PyTorch's kernel heuristic counts only the first
+    two spatial sides, so a single volume with few channels goes to its reference kernel: flair-3d ran 2× slower
+    (``Testing/benchmarks/pass_roofline.py``). Training keeps PyTorch's choice."""
+
+    def _conv_forward(self, x, weight, bias):
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
+                and torch.backends.mkldnn.is_available():
+            return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+        return super()._conv_forward(x, weight, bias)
+
+
+class Conv2d(_OneDNNAtInference, nn.Conv2d):
+    pass
+
+
+class Conv3d(_OneDNNAtInference, nn.Conv3d):
+    pass
+
+
 def _conv_block(dims: int, cin: int, cout: int) -> nn.Sequential:
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    conv = Conv2d if dims == 2 else Conv3d
     # GroupNorm rather than BatchNorm: inference batches (one volume's slices) are unlike training batches.
     return nn.Sequential(
         conv(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU(),
@@ -38,7 +58,7 @@ class UNet(nn.Module):
             _conv_block(spatial_dims, channels[i] * skips + channels[i + 1], channels[i])
             for i in range(len(channels) - 1)
         )
-        self.head = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels[0], 1, 1)
+        self.head = (Conv2d if spatial_dims == 2 else Conv3d)(channels[0], 1, 1)
         self.levels = len(channels)
 
     @property

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import operator
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .bundle import ModelBundle
 from .errors import ItermaskError, finite_number
-from .policies import POLICIES, Proposal
+from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
 from .rules import SegmentationRule, reconstruction_error
+from .thresholding import StopThreshold
 
 # A segmentation larger than this share of the brain is reported as a warning: no lesion a user would segment this
 # way is that large, a wrong modality or a broken scan is.
@@ -30,8 +31,8 @@ class Iteration:
 
     ``mask``: voxels hidden from the model (True); ``error``: ``(x' − x)²`` inside the brain, zero outside;
     ``tau``: the threshold that produced ``mask`` from the previous iteration (None for a whole-brain mask and for
-    a mask a person set); ``phase``: ``first``/``shrink`` (IterMask²), ``path``/``final`` (IterMask3D) or
-    ``edited``; ``seconds``: wall time of the reconstruction.
+    a mask a person set); ``phase``: see :class:`~itermask.policies.Phase`; ``seconds``: wall time of the
+    reconstruction.
     """
 
     index: int
@@ -39,29 +40,44 @@ class Iteration:
     reconstruction: torch.Tensor
     error: torch.Tensor
     tau: float | None
-    phase: str
+    phase: Phase
     seconds: float
 
-    def summary(self, brain_voxels: int) -> dict:
+    def summary(self, brain_voxels: int) -> "IterationSummary":
         voxels = int(self.mask.sum())
-        return {"index": self.index, "phase": self.phase, "tau": self.tau, "mask_voxels": voxels,
-                "mask_fraction": voxels / brain_voxels, "seconds": round(self.seconds, 3)}
+        return IterationSummary(self.index, self.phase, self.tau, voxels, voxels / brain_voxels, round(self.seconds, 3))
+
+
+@dataclass(frozen=True)
+class IterationSummary:
+    """An iteration in numbers: ``mask_voxels`` on the model grid, ``mask_fraction`` of the brain, ``seconds``."""
+
+    index: int
+    phase: Phase
+    tau: float | None
+    mask_voxels: int
+    mask_fraction: float
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return dict(asdict(self), phase=self.phase.value)
 
 
 @dataclass
 class Result:
     """The outcome on the *input* grid: ``anomaly_map`` float32, ``mask`` uint8 0/1, and the record behind them.
-    ``rule``: which map was thresholded and where the threshold came from; ``warnings``: one sentence each, for
-    anything a reader of the result should check (a replaced τ_stop, a segmentation of a large part of the brain)."""
+    ``policy``: the policy's report (τ, the shrink path and τ_stop); ``rule``: which map was thresholded and where
+    the threshold came from; ``warnings``: one sentence each, for anything a reader of the result should check (a
+    replaced τ_stop, a segmentation of a large part of the brain)."""
 
     anomaly_map: np.ndarray
     mask: np.ndarray
     threshold: float
-    iterations: list[dict]
+    iterations: list[IterationSummary]
     converged: bool
     scan_score: dict
-    policy: dict = field(default_factory=dict)
-    rule: dict = field(default_factory=dict)
+    policy: PolicyReport
+    rule: SegmentationRule
     warnings: list[str] = field(default_factory=list)
 
 
@@ -150,6 +166,7 @@ class Session:
         self.iterations: list[Iteration] = []
         self.position = -1
         self._pending_mask: torch.Tensor | None = None
+        self._proposal: tuple[tuple, Proposal] | None = None
 
     @property
     def threshold(self) -> float:
@@ -163,6 +180,20 @@ class Session:
     @threshold.setter
     def threshold(self, value: float) -> None:
         self.threshold_from_user = finite_number(value, "the threshold")
+
+    # --- what a policy reads (see :class:`~itermask.policies.RunState`) ----------------------------------------
+    @property
+    def history(self) -> list[Iteration]:
+        """The iterations up to the current one, oldest first."""
+        return self.iterations[: self.position + 1]
+
+    @property
+    def brain(self) -> torch.Tensor:
+        return self.prepared.brain
+
+    @property
+    def calibration(self) -> dict:
+        return self.model.calibration
 
     # --- navigation -------------------------------------------------------------------------------------------
     @property
@@ -205,10 +236,15 @@ class Session:
 
     # --- iterating --------------------------------------------------------------------------------------------
     def propose(self) -> Proposal:
-        """What the next step would hide (an edited mask if one is pending, else the policy's choice)."""
-        if self._pending_mask is not None:
-            return Proposal(self._pending_mask, None, "edited")
-        return self.policy.propose(self)
+        """What the next step would hide (an edited mask if one is pending, else the policy's choice); computed
+        once per state, since :attr:`converged` and :meth:`step` both ask for it."""
+        # A proposal depends on the iterations up to the current one (which change only with it), an edit and τ.
+        state = (self.current, self._pending_mask, self.tau)
+        if self._proposal is None or any(a is not b for a, b in zip(self._proposal[0], state)):
+            proposal = (Proposal(self._pending_mask, None, Phase.EDITED) if self._pending_mask is not None
+                        else self.policy.propose(self))
+            self._proposal = (state, proposal)
+        return self._proposal[1]
 
     @property
     def converged(self) -> bool:
@@ -217,7 +253,7 @@ class Session:
         if it is None:
             return False
         # The cap bounds the refinement; an IterMask3D path is bounded by its own 1 %-per-step schedule.
-        refining = sum(1 for i in self.iterations[: self.position + 1] if i.phase != "path")
+        refining = sum(1 for i in self.history if i.phase != Phase.PATH)
         if refining >= self.settings["max_iterations"] or not it.mask.any():
             return True
         proposal = self.propose()
@@ -274,22 +310,22 @@ class Session:
                  "mean_error": float(self.current.error[self.prepared.brain].mean())}
         score["healthy_percentile"] = healthy_percentiles(score, self.model.calibration.get("healthy_scans", {})
                                                           .get(self.policy.name, []))
-        policy = dict(self.policy.describe(self), name=self.policy.name)
+        policy = self.policy.describe(self)
         source = ("set by the user" if self.threshold_from_user is not None
                   else self.rule.source if self.rule.threshold is not None else self.policy.threshold_source)
         brain_ml = float(self.prepared.input_brain.sum() * voxel_ml)
-        return Result(amap, mask, threshold, [it.summary(self.brain_voxels) for it in self.iterations[:self.position + 1]],
-                      self.converged, score, policy, dict(self.rule.as_dict(), threshold=threshold, source=source),
-                      _warnings(policy.get("stop"), score["segmentation_ml"], brain_ml, self.model.modality))
+        return Result(amap, mask, threshold, [it.summary(self.brain_voxels) for it in self.history],
+                      self.converged, score, policy, replace(self.rule, threshold=threshold, source=source),
+                      _warnings(policy.stop, score["segmentation_ml"], brain_ml, self.model.modality))
 
 
-def _warnings(stop: dict | None, segmentation_ml: float, brain_ml: float, modality: str) -> list[str]:
+def _warnings(stop: StopThreshold | None, segmentation_ml: float, brain_ml: float, modality: str) -> list[str]:
     """What a reader of a result must check: a τ_stop that was replaced or not fitted, a huge segmentation."""
     out = []
-    if stop and stop["fallback"]:
-        out.append(f"{stop['fallback']}: segmented at {stop['tau_stop']:.4g} instead (see policy_details.stop)")
-    elif stop and stop["method"] != "tan-fit":
-        out.append(f"the a·tan(b·t) fit of the shrink path was poor (R² {stop['fit']['r2']:.2f}): τ_stop "
+    if stop and stop.fallback:
+        out.append(f"{stop.fallback}: segmented at {stop.tau_stop:.4g} instead (see policy_details.stop)")
+    elif stop and stop.method != "tan-fit":
+        out.append(f"the a·tan(b·t) fit of the shrink path was poor (R² {stop.fit.r2:.2f}): τ_stop "
                    "comes from the smoothed path instead")
     if brain_ml > 0 and segmentation_ml > LARGE_SEGMENTATION_FRACTION * brain_ml:
         out.append(f"the segmentation covers {100 * segmentation_ml / brain_ml:.0f} % of the brain "
