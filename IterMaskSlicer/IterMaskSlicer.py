@@ -20,7 +20,8 @@ from slicer.util import VTKObservationMixin
 
 from IterMaskSlicerLib import dependencies, readable
 from IterMaskSlicerLib.client import WorkerClient
-from IterMaskSlicerLib.logic import DEFAULT_MODEL, MODULE_NAME, SOURCES, IterMaskLogic, default_policy
+from IterMaskSlicerLib.logic import DEFAULT_MODEL, SOURCES, IterMaskLogic, default_policy
+from IterMaskSlicerLib.parameters import MODULE_NAME
 
 POLICIES = (("IterMask² (calibrated τ)", "itermask2"), ("IterMask3D (subject-specific τ)", "itermask3d"))
 SOURCE_LABELS = {"thresholded": "Thresholded map (outlined)", "mask": "Current mask (filled)"}
@@ -45,7 +46,8 @@ class IterMaskSlicer(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class IterMaskSlicerParameterNode:
-    """The module's settings, stored in the scene; IterMaskLogic writes the same names (see test_slicer_module)."""
+    """The module's settings, stored in the scene; IterMaskSlicerLib/parameters.py writes the same names (checked by
+    test_slicer_logic)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
@@ -333,7 +335,7 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onShowPlot(self):
         if self.impl.ready:
-            slicer.modules.plots.logic().ShowChartInLayout(self.impl.outputs["plot"].chart)
+            slicer.modules.plots.logic().ShowChartInLayout(self.impl.outputs.plot.chart)
 
     def onApply(self):
         source = self.ui.applySourceComboBox.currentData

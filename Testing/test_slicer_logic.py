@@ -14,10 +14,13 @@ from itermask import ItermaskError, ModelBundle, Session
 from itermask.geometry import resample_onto
 from itermask.io import read_volume
 from IterMaskSlicerLib import nodes
+from IterMaskSlicerLib.caches import InputGridCache
 from IterMaskSlicerLib.client import WorkerClient, WorkerDied
 from IterMaskSlicerLib.logic import IterMaskLogic
+from IterMaskSlicerLib.sampling import BrainVoxels
 
 from conftest import MS, insert_blob
+from test_slicer_module import parameter_fields
 
 
 def oblique(affine, degrees=12.0):
@@ -67,9 +70,9 @@ def shown(node):
 
 def snapshot(logic):
     """Everything a run may change in the scene: node ids, shown mask and map, preview, sequence length, plot."""
-    return (nodes.node_ids(logic.scene), checksum(logic.outputs["mask"]), checksum(logic.outputs["anomaly_map"]),
-            nodes.mask_array(logic.outputs["preview"], logic.volume).tobytes(),
-            logic.outputs["sequence"].GetNumberOfDataNodes(), logic.outputs["plot"].table.GetTable().GetNumberOfRows())
+    return (nodes.node_ids(logic.scene), checksum(logic.outputs.mask), checksum(logic.outputs.anomaly_map),
+            nodes.mask_array(logic.outputs.preview, logic.volume).tobytes(),
+            logic.outputs.sequence.GetNumberOfDataNodes(), logic.outputs.plot.table.GetTable().GetNumberOfRows())
 
 
 def poll_until(logic, condition, timeout=300):
@@ -88,24 +91,60 @@ def test_the_worker_reaches_what_a_session_in_this_process_reaches(logic, flair_
     direct = Session(ModelBundle.load(tiny_model), flair_node.image, flair_node.affine, policy="itermask2")
     for _ in range(3):
         direct.step()
-    assert same_geometry(logic.outputs["mask"], flair_node) and same_geometry(logic.outputs["anomaly_map"], flair_node)
-    assert np.array_equal(shown(logic.outputs["mask"]), direct.prepared.mask_to_input(direct.current.mask))
-    assert np.array_equal(logic.anomaly_map(), direct.anomaly_map()) and shown(logic.outputs["mask"]).any()
+    assert same_geometry(logic.outputs.mask, flair_node) and same_geometry(logic.outputs.anomaly_map, flair_node)
+    assert np.array_equal(shown(logic.outputs.mask), direct.prepared.mask_to_input(direct.current.mask))
+    assert np.array_equal(logic.anomaly_map(), direct.anomaly_map()) and shown(logic.outputs.mask).any()
+    logic.run(max_steps=2)  # a run's masks travel together when it is done
+    for _ in range(2):
+        if not direct.converged:
+            direct.step()
+    items = logic.outputs.sequence
+    assert items.GetNumberOfDataNodes() == len(direct.iterations) == logic.state["count"] > 3
+    for index, iteration in enumerate(direct.iterations):
+        assert np.array_equal(shown(items.GetNthDataNode(index)), direct.prepared.mask_to_input(iteration.mask))
+    assert np.array_equal(logic.anomaly_map(), direct.anomaly_map())
     assert checksum(flair_node) == before
     unread = [f for f in os.listdir(logic.worker.folder) if f != "worker.log" and not f.startswith("in-")]
     assert unread == []  # every array the worker wrote was read and deleted
+
+
+@pytest.mark.parametrize("rule", ["squared", "bright"])
+def test_the_worker_samples_masks_and_maps_of_either_rule_as_the_core_maps_them(flair_node, tiny_model, rule):
+    session = Session(ModelBundle.load(tiny_model), flair_node.image, flair_node.affine, anomaly=rule)
+    session.step()
+    session.step()
+    voxels = BrainVoxels(session.prepared)
+    mask, amap = voxels.values([session.current.mask, session.model_grid_anomaly_map()])
+    cache = InputGridCache(voxels.brain_kji)
+    assert np.array_equal(cache.volume(amap).T, session.anomaly_map())
+    assert np.array_equal(cache.volume(mask >= 0.5).T, session.prepared.mask_to_input(session.current.mask))
+
+
+def test_a_reply_is_shown_a_piece_per_poll_and_nothing_can_start_meanwhile(logic, flair_node, tiny_model):
+    logic.initialize(flair_node, model=str(tiny_model))
+    logic.begin("step")
+    polls_after_reply = 0
+    while (final := logic.poll(budget=0)) is None:
+        if logic.state["count"] == 1:  # the reply has arrived; its volumes go into the scene one per poll
+            polls_after_reply += 1
+            with pytest.raises(ItermaskError, match="wait until the current step has finished"):
+                logic.step()
+        time.sleep(0.01)
+    assert final["event"] == "done" and polls_after_reply >= 2 and not logic.busy
+    assert np.array_equal(shown(logic.outputs.mask), logic.iteration_mask(0)) and logic.iteration_mask(0).any()
+    assert np.array_equal(nodes.mask_array(logic.outputs.preview, flair_node), logic.preview)
 
 
 def test_every_iteration_is_a_sequence_item_and_scrubbing_reuses_them(logic, flair_node, tiny_model):
     logic.initialize(flair_node, model=str(tiny_model))
     for _ in range(3):
         logic.step()
-    sequence, browser = logic.outputs["sequence"], logic.outputs["browser"]
+    sequence, browser = logic.outputs.sequence, logic.outputs.browser
     assert sequence.GetNumberOfDataNodes() == 3
     logic.seek(1)
     assert logic.state["count"] == 3 and logic.state["position"] == 1  # nothing recomputed or dropped
     item = shown(sequence.GetNthDataNode(1))
-    assert np.array_equal(item, shown(logic.outputs["mask"]))
+    assert np.array_equal(item, shown(logic.outputs.mask))
     proxy = browser.GetProxyNode(sequence)
     browser.SetSelectedItemNumber(2)
     assert np.array_equal(slicer.util.arrayFromVolume(proxy), slicer.util.arrayFromVolume(sequence.GetNthDataNode(2)))
@@ -121,10 +160,10 @@ def test_the_preview_is_what_apply_exports_voxel_for_voxel(logic, flair_node, ti
     low = logic.preview_threshold(logic.state["threshold"] * 0.5).sum()
     high = logic.preview_threshold(logic.state["threshold"] * 2).sum()
     assert low > high > 0
-    displayed = nodes.mask_array(logic.outputs["preview"], flair_node)
+    displayed = nodes.mask_array(logic.outputs.preview, flair_node)
     assert displayed.sum() == high
     assert float(logic.parameter_node().GetParameter("threshold")) == pytest.approx(logic.threshold)
-    for source, expected in (("thresholded", displayed), ("mask", shown(logic.outputs["mask"]))):
+    for source, expected in (("thresholded", displayed), ("mask", shown(logic.outputs.mask))):
         segmentation = logic.apply("Lesion", source=source)
         assert np.array_equal(nodes.mask_array(segmentation, flair_node), expected)
     with pytest.raises(ItermaskError, match="unknown result source"):
@@ -162,7 +201,7 @@ def test_refinement_continues_from_an_edited_segmentation(logic, flair_node, tin
     logic.continue_from_segmentation(edited)
     logic.step()
     assert logic.state["iteration"]["phase"] == "edited"
-    mask = shown(logic.outputs["mask"])
+    mask = shown(logic.outputs.mask)
     assert 2 * (mask & flair_node.blob).sum() / (mask.sum() + flair_node.blob.sum()) > 0.85
 
 
@@ -230,7 +269,7 @@ def test_bad_brain_masks_are_refused_before_anything_is_created(logic, flair_nod
 def test_plot_and_parameters_follow_the_session(logic, flair_node, tiny_model):
     logic.initialize(flair_node, model=str(tiny_model), policy="itermask3d", seed=4)
     logic.run()
-    plot = logic.outputs["plot"]
+    plot = logic.outputs.plot
     assert plot.chart.GetNumberOfPlotSeriesNodes() == 3
     taus = slicer.util.arrayFromTableColumn(plot.table, "tau")
     assert len(taus) >= 95 and np.isfinite(taus).all()
@@ -239,8 +278,17 @@ def test_plot_and_parameters_follow_the_session(logic, flair_node, tiny_model):
     params = logic.parameter_node()
     assert params.GetParameter("policy") == "itermask3d" and params.GetParameter("seed") == "4"
     assert params.GetNodeReference("inputVolume") is flair_node
-    assert params.GetNodeReference("mask") is logic.outputs["mask"]
+    assert params.GetNodeReference("mask") is logic.outputs.mask
     assert int(params.GetParameter("iteration")) == logic.state["position"]
+
+
+def test_the_logic_writes_only_parameters_the_gui_wrapper_declares(logic, flair_node, tiny_model):
+    logic.initialize(flair_node, model=str(tiny_model))
+    logic.step()
+    logic.preview_threshold(2.0)
+    logic.apply("Lesion")
+    written = set(logic.parameter_node().GetParameterNames())
+    assert written and written <= parameter_fields(), sorted(written - parameter_fields())
 
 
 def test_settings_and_outputs_survive_saving_the_scene(logic, flair_node, tiny_model, mrml_scene, tmp_path):
@@ -262,7 +310,7 @@ def test_settings_and_outputs_survive_saving_the_scene(logic, flair_node, tiny_m
     assert params.GetParameter("seed") == "7" and float(params.GetParameter("threshold")) == 2.5
     assert params.GetNodeReference("inputVolume").GetName() == "FLAIR"
     # The NRRD writer may store the volume with an axis flipped (and the matrix flipped to match): compare in RAS.
-    saved, original = params.GetNodeReference("mask"), logic.outputs["mask"]
+    saved, original = params.GetNodeReference("mask"), logic.outputs.mask
     saved_ijk = slicer.util.arrayFromVolume(saved).transpose(2, 1, 0).astype(np.float32)
     original_ijk = slicer.util.arrayFromVolume(original).transpose(2, 1, 0)
     onto = resample_onto(saved_ijk, nodes.ijk_to_ras(saved), nodes.ijk_to_ras(original), original_ijk.shape)
@@ -294,8 +342,8 @@ def test_a_3d_model_runs_in_the_scene_with_its_own_threshold_and_plot(logic, fla
     logic.initialize(flair_node, model=str(tiny_model_3d), policy="itermask3d", seed=2)
     assert logic.model_info["dims"] == 3
     logic.run()
-    assert logic.state["converged"] and same_geometry(logic.outputs["mask"], flair_node)
-    fit = slicer.util.arrayFromTableColumn(logic.outputs["plot"].table, "fit")
+    assert logic.state["converged"] and same_geometry(logic.outputs.mask, flair_node)
+    fit = slicer.util.arrayFromTableColumn(logic.outputs.plot.table, "fit")
     assert np.isfinite(fit).all() and len(fit) >= 3
     segmentation = logic.apply("Lesion", source="mask")
     mask = nodes.mask_array(segmentation, flair_node)

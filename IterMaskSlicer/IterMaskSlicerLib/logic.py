@@ -1,19 +1,18 @@
-"""IterMask on MRML nodes: one interactive session per input volume, shown as labelmaps, a sequence and a plot.
+"""IterMask on MRML nodes: one interactive session per input volume, run by the worker process, shown in the scene.
 
-The session itself lives in the worker process (:mod:`.worker`); this class sends it commands through a
-:class:`.client.WorkerClient` and puts each reply into the scene. Everything a user sees lives in the scene: the
-current iteration's mask (label layer, filled), the segmentation preview (a segmentation outlined in its own colour:
-exactly what Apply exports), the anomaly map (optional foreground), every iteration as a Sequence item, τ(t) in a
-plot chart, and the settings in the module's parameter node. The input volume is never modified.
+Three parts, each in its own module: :class:`.driver.SessionDriver` sends commands to the worker and ends each one
+(a cancelled or failed command, or a dead worker, rolls back); :class:`.caches.InputGridCache` keeps the session's
+masks and anomaly map on the input grid; :class:`.outputs.OutputNodes` shows them. This class joins them and offers
+what the module's buttons and scripts call. The input volume is never modified.
 
-Two ways to drive it: ``begin(...)`` then ``poll()`` until it returns the final reply (the widget, from a QTimer,
-never blocking), or the plain methods (``initialize``, ``step``, ``run``, …) that wait (scripts, tests). No Qt, no
-torch.
+Two ways to drive it: ``begin(...)`` then ``poll()`` until it returns the final reply (the widget, from a QTimer: each
+poll does a short slice of work and never waits), or the plain methods (``initialize``, ``step``, ``run``, …) that
+wait (scripts, tests). No Qt, no torch.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import slicer
@@ -22,18 +21,17 @@ from itermask.discovery import available_models, read_metadata
 from itermask.errors import ItermaskError
 
 from . import nodes
-from .client import WorkerClient, WorkerDied
-from .plots import TauPlot
+from .caches import InputGridCache
+from .client import WorkerClient
+from .driver import SessionDriver
+from .outputs import MASK_COLOR, OutputNodes
+from .parameters import Parameters
 
-MODULE_NAME = "IterMaskSlicer"  # the parameter node's singleton tag, as Slicer's ScriptedLoadableModuleLogic uses
-MASK_COLOR = (1.0, 0.55, 0.0)     # the iteration mask: filled label layer
-PREVIEW_COLOR = (0.2, 0.9, 1.0)   # the thresholded map (what Apply makes): outline
 SOURCES = ("thresholded", "mask")  # Apply exports the thresholded anomaly map or the current iteration's mask
 DEFAULT_MODEL = "flair-2d"
-
-
-def _sequences_logic():
-    return slicer.modules.sequences.logic()
+# The longest a poll keeps the UI thread (seconds) before leaving the rest of a reply to the next poll; one piece
+# of work (a volume into a node) takes about 10–30 ms, and the widget polls every 30 ms.
+POLL_SLICE = 0.02
 
 
 def model_file(name_or_path) -> str:
@@ -44,16 +42,6 @@ def model_file(name_or_path) -> str:
 def default_policy(name_or_path) -> str:
     """The policy a bundle recommends (its ``metadata["policy"]["default"]``), read without torch."""
     return read_metadata(model_file(name_or_path))["policy"].get("default", "itermask2")
-
-
-@dataclass
-class _Request:
-    """The command in flight: its id, name, what the scene looked like before it, and what to do with the reply."""
-
-    id: int
-    command: str
-    before: dict
-    context: dict = field(default_factory=dict)
 
 
 class IterMaskLogic:
@@ -74,109 +62,118 @@ class IterMaskLogic:
 
     def __init__(self, scene=None, worker: WorkerClient | None = None):
         self.scene = scene if scene is not None else slicer.mrmlScene
-        self.worker = worker if worker is not None else WorkerClient()
-        self.state: dict | None = None   # the session as the worker last reported it; None: no session
+        self.driver = SessionDriver(worker if worker is not None else WorkerClient(), on_roll_back=self._show_numbers)
+        self.parameters = Parameters(self.scene)
         self.model_info: dict = {}
         self.volume = None
-        self.outputs: dict[str, object] = {}
-        self.preview: np.ndarray | None = None   # the (i, j, k) mask the preview segmentation shows
+        self.outputs: OutputNodes | None = None
+        self.cache: InputGridCache | None = None
         self.threshold_from_user: float | None = None
-        self._masks: dict[int, np.ndarray] = {}  # iteration → packed bits of its mask on the input grid
-        self._map: np.ndarray | None = None      # the current iteration's anomaly map on the input grid
-        self._brain: np.ndarray | None = None
-        self._request: _Request | None = None
+        self._preview: np.ndarray | None = None  # (k, j, i): the mask the preview segmentation shows
+        self._showing = None  # the rest of a reply still to show (a generator), and the reply
+        self._final: dict | None = None
         self.example_nodes: tuple = ()
 
     # --- the command in flight --------------------------------------------------------------------------------
     @property
+    def worker(self) -> WorkerClient:
+        return self.driver.worker
+
+    @property
+    def state(self) -> dict | None:
+        """The session as the worker last reported it (None: no session)."""
+        return self.driver.state
+
+    @property
     def busy(self) -> bool:
-        """A command is in flight: nothing that changes the session may be sent until :meth:`poll` finishes it."""
-        return self._request is not None
+        """A command is in flight or its reply is still being shown: nothing that changes the session may start."""
+        return self.driver.busy or self._showing is not None
 
     @property
     def ready(self) -> bool:
         """A session is open in the worker."""
-        return self.state is not None
+        return self.driver.ready
 
     def begin(self, command: str, context: dict | None = None, **arguments) -> int:
         """Send a command; the scene changes as :meth:`poll` receives its replies."""
-        if self.busy:
+        if self._showing is not None:
             raise ItermaskError("wait until the current step has finished (or cancel it)")
-        if command not in ("initialize", "example") and not self.ready:
-            raise ItermaskError("initialize a session first")
-        before = {"state": self.state, "map": self._map, "nodes": nodes.node_ids(self.scene)}
-        self._request = _Request(self.worker.send(command, **arguments), command, before, context or {})
-        return self._request.id
+        return self.driver.send(command, context, **arguments).id
 
     def cancel(self) -> None:
-        """Ask a run to stop after the step in flight; :meth:`poll` then puts the scene back as before the run."""
-        if self.busy and self._request.command == "run":
-            self.worker.send("cancel")
+        """Stop a run after the step in flight; :meth:`poll` then shows the scene as before the run."""
+        self.driver.cancel()
 
-    def poll(self) -> dict | None:
-        """Show what has arrived; returns the final reply once the command is over, else None.
-
-        A cancelled or failed run, or a worker that died, leaves session and scene as they were before the command
-        (the failure is raised; after a death the session is gone and the next command starts a new worker)."""
-        request = self._request
-        if request is None:
-            return None
+    def poll(self, budget: float = POLL_SLICE) -> dict | None:
+        """Show what has arrived, for about ``budget`` seconds; returns the final reply once the command is over and
+        all of it is shown, else None. A cancelled or failed run, or a worker that died, leaves session and scene as
+        they were before the command (the failure is raised)."""
+        deadline = time.perf_counter() + budget
+        if self._showing is None:
+            request = self.driver.request
+            replies, final = self.driver.receive()
+            if final is not None and final["event"] != "done":
+                return final
+            if not replies:
+                return None
+            self._showing, self._final = self._show_replies(replies, request), final
         try:
-            messages = [m for m in self.worker.messages() if m.get("id") == request.id]
-        except WorkerDied:
-            self._request = None
-            self._restore(request.before)
-            self.state = None
+            for _ in self._showing:
+                if time.perf_counter() > deadline:
+                    return None
+        except Exception:
+            self._showing = None  # a reply that cannot be shown must not keep the module busy
             raise
-        final = next((m for m in messages if m["event"] != "progress"), None)
-        shown = [m for m in messages if m["event"] in ("progress", "done")]
-        if shown:
-            self._receive(shown, request)
-        if final is None:
-            return None
-        self._request = None
-        if final["event"] in ("cancelled", "error"):
-            for path in final["arrays"].values():  # the worker's copy of the state we restore ourselves
-                self.worker.take_array(path)
-            self._restore(request.before)
-        if final["event"] == "error":
-            raise ItermaskError(final["message"])
+        final, self._showing, self._final = self._final, None, None
         return final
 
     def wait(self, progress=None, interval: float = 0.005) -> dict:
         """Poll until the command in flight is over; ``progress(state)`` whenever something new was shown."""
         shown = self.state
-        while (final := self.poll()) is None:
+        while (final := self.poll(budget=math.inf)) is None:
             if progress is not None and self.state is not shown:
                 shown = self.state
                 progress(shown)
             time.sleep(interval)
         return final
 
-    def _receive(self, messages: list[dict], request: _Request) -> None:
-        """Take the arrays and the newest state of ``messages`` and show them."""
+    def _show_replies(self, replies: list[dict], request):
+        """Show replies, a piece of work per ``yield``: a run's progress as numbers, a finished command's arrays."""
+        last = replies[-1]
         if request.command == "example":
-            self._add_example(messages[-1])
+            self._add_example(last)
             return
         if request.command == "initialize":
-            self._open(messages[-1], **request.context)
-        for message in messages:
-            self.state = message["state"]
-            arrays = message["arrays"]
-            if "mask" in arrays:
-                mask = self.worker.take_array(arrays["mask"]).astype(bool)
-                self._masks[self.state["position"]] = np.packbits(mask.ravel())
-            if "map" in arrays:
-                self._map = self.worker.take_array(arrays["map"])
-        self.show()
+            self._open(last, **request.context)
+        arrays = last["arrays"]
+        if "masks" in arrays:
+            self.cache.add_masks(last["first_mask"], arrays["masks"])
+        if "map" in arrays:
+            self.cache.set_map(arrays["map"], last["map_high"])
+        self._show_numbers(self.state)
+        if last["event"] == "done":
+            yield from self._show_voxels(new_map="map" in arrays)
 
-    def _restore(self, before: dict) -> None:
-        """Put state and scene back as ``before`` (the session's iterations, shown nodes, any node added since)."""
-        if before["state"] is None or not self.outputs:
+    def _show_numbers(self, state: dict | None) -> None:
+        """What every reply changes: the plot and the parameter node (also what a rolled-back command restores)."""
+        if state is not None and self.outputs is not None:
+            self.outputs.show_plot(state["plot"])
+            self.parameters.record_state(state)
+            if self.cache.map_values is not None:
+                self.outputs.style_map(self.cache, state["tau"])
+
+    def _show_voxels(self, new_map: bool):
+        state = self.state
+        self.cache.forget_from(state["count"])
+        yield from self.outputs.sync_sequence(state["count"], self.cache)
+        if state["position"] < 0:
             return
-        self.state, self._map = before["state"], before["map"]
-        self.show()
-        nodes.remove_added_since(self.scene, before["nodes"])
+        self.outputs.show_mask(self.cache, state["position"])
+        yield
+        if new_map:
+            self.outputs.show_map(self.cache)
+            yield
+        self.preview_threshold()
 
     # --- one call for scripts ---------------------------------------------------------------------------------
     def segment(self, volume_node, brain_mask_node=None, model=DEFAULT_MODEL, policy=None, seed=0,
@@ -200,8 +197,7 @@ class IterMaskLogic:
         return self.example_nodes
 
     def _add_example(self, reply: dict) -> None:
-        image, brain = (self.worker.take_array(reply["arrays"][k]) for k in ("image", "brain"))
-        affine = np.asarray(reply["affine"])
+        image, brain, affine = reply["arrays"]["image"], reply["arrays"]["brain"], np.asarray(reply["affine"])
         volume = slicer.util.addVolumeFromArray(image.transpose(2, 1, 0).copy(), affine, "IterMask example FLAIR")
         mask = slicer.util.addVolumeFromArray(brain.transpose(2, 1, 0).copy(), affine, "IterMask example brain mask",
                                               nodeClassName="vtkMRMLLabelMapVolumeNode")
@@ -225,18 +221,14 @@ class IterMaskLogic:
         self.wait()
 
     def _open(self, reply: dict, volume, brain_mask, policy: str, seed: int) -> None:
-        self.reset()
+        self._remove_outputs()
         self.model_info = reply["model"]
-        self._brain = self.worker.take_array(reply["arrays"].pop("brain")).astype(bool)
+        self.cache = InputGridCache(reply["arrays"]["brain"])
         with nodes.scene_unchanged_on_failure(self.scene):
-            self._create_outputs(volume)
+            self.outputs = OutputNodes(self.scene, volume)
         self.volume = volume
-        params = self.parameter_node()
-        for key, value in (("model", self.model_info["name"]), ("policy", policy), ("seed", seed)):
-            params.SetParameter(key, str(value))
-        for key, node in (("inputVolume", volume), ("brainMask", brain_mask)):
-            params.SetParameter(key, "")  # how parameterNodeWrapper stores a node: empty value plus a reference
-            params.SetNodeReferenceID(key, node.GetID() if node else None)
+        self.parameters.record_settings(self.model_info["name"], policy, seed, volume, brain_mask)
+        self.parameters.record_outputs(self.outputs.roles())
 
     def step(self) -> None:
         """One iteration (cached if it was computed before), shown in the scene."""
@@ -275,157 +267,61 @@ class IterMaskLogic:
         return self.wait(progress)["event"] == "done" and self.state["converged"]
 
     def reset(self) -> None:
-        """Remove every output node of the current session (never the input or an applied segmentation)."""
-        plot, browser = self.outputs.get("plot"), self.outputs.get("browser")
-        proxy = browser.GetProxyNode(self.outputs["sequence"]) if browser else None
-        nodes.remove_nodes(self.scene, [n for key, n in self.outputs.items() if key != "plot"]
-                           + (plot.nodes() if plot else []) + [proxy])
-        self.state, self.volume, self.outputs, self.preview = None, None, {}, None
-        self.threshold_from_user, self._map = None, None
-        self._masks.clear()
+        """Remove every output node of the current session (never the input or an applied segmentation) and forget
+        the session."""
+        self._remove_outputs()
+        self.driver.state = None
+
+    def _remove_outputs(self) -> None:
+        if self.outputs is not None:
+            self.outputs.remove()
+        self.volume, self.outputs, self.cache, self._preview, self.threshold_from_user = None, None, None, None, None
 
     def close(self) -> None:
         """Remove the outputs and stop the worker (the module is being closed)."""
-        self.reset()
-        self._request = None
-        self.worker.stop()
-
-    # --- outputs ----------------------------------------------------------------------------------------------
-    def _create_outputs(self, volume) -> None:
-        name = volume.GetName()
-        mask = nodes.new_labelmap(self.scene, f"{name} IterMask mask", volume)
-        anomaly = nodes.new_scalar_volume(self.scene, f"{name} IterMask anomaly map", volume)
-        nodes.set_voxels(mask, np.zeros(self._brain.shape, np.uint8))
-        mask.GetDisplayNode().SetAndObserveColorNodeID(self._mask_colors().GetID())
-        nodes.set_voxels(anomaly, np.zeros(self._brain.shape, np.float32))
-        preview = nodes.new_segmentation(self.scene, f"{name} IterMask preview", volume, "Preview", PREVIEW_COLOR)
-        display = preview.GetDisplayNode()
-        display.SetVisibility2DFill(False)   # an outline, so the filled iteration mask stays visible beneath it
-        display.SetVisibility2DOutline(True)
-        display.SetSliceIntersectionThickness(2)
-        sequence = self.scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} IterMask iterations")
-        sequence.SetIndexName("iteration")
-        sequence.SetIndexType(sequence.NumericIndex)
-        browser = self.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} IterMask browser")
-        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
-        self.outputs = {"mask": mask, "preview": preview, "anomaly_map": anomaly, "sequence": sequence,
-                        "browser": browser, "plot": TauPlot(self.scene, name)}
-        params = self.parameter_node()
-        for role in ("mask", "preview", "anomaly_map", "sequence", "browser"):
-            params.SetNodeReferenceID(role, self.outputs[role].GetID())
-        params.SetNodeReferenceID("plot", self.outputs["plot"].chart.GetID())
-
-    def _mask_colors(self):
-        colors = self.scene.GetFirstNodeByName("IterMask colors")
-        if colors is None:
-            colors = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", "IterMask colors")
-            colors.SetTypeToUser()
-            colors.SetNumberOfColors(2)
-            colors.SetColor(0, "background", 0, 0, 0, 0)
-            colors.SetColor(1, "IterMask", *MASK_COLOR, 1.0)
-        return colors
+        self._remove_outputs()
+        self._showing = self._final = None
+        self.driver.stop()
 
     def parameter_node(self):
-        """The module's parameter node (created on first use): the singleton ScriptedLoadableModuleLogic and the
-        widget's parameterNodeWrapper use, holding the settings and references to every output."""
-        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
-        if node is None:
-            node = self.scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
-            node.UnRegister(None)  # CreateNodeByClass hands over a reference the scene takes itself
-            node.SetSingletonTag(MODULE_NAME)
-            node.SetName(MODULE_NAME)
-            node.SetAttribute("ModuleName", MODULE_NAME)
-            node = self.scene.AddNode(node)
-        return node
+        """The module's parameter node (see :mod:`.parameters`)."""
+        return self.parameters.node
 
-    # --- showing ----------------------------------------------------------------------------------------------
+    # --- what is shown ----------------------------------------------------------------------------------------
     def iteration_mask(self, index: int) -> np.ndarray:
         """Iteration ``index``'s mask on the input grid (i, j, k)."""
-        shape = self._brain.shape
-        return np.unpackbits(self._masks[index], count=int(np.prod(shape))).reshape(shape).astype(bool)
+        return self.cache.mask(index).T
 
     def anomaly_map(self) -> np.ndarray:
-        """The shown iteration's anomaly map on the input grid (float32, zero outside the brain)."""
-        if self._map is None:
+        """The shown iteration's anomaly map on the input grid (i, j, k) float32, zero outside the brain."""
+        if self.cache is None:
             raise ItermaskError("no iteration has been run yet")
-        return self._map
+        return self.cache.anomaly_map().T
+
+    @property
+    def preview(self) -> np.ndarray | None:
+        """The (i, j, k) mask the preview segmentation shows (None before the first step)."""
+        return None if self._preview is None else self._preview.T
 
     @property
     def threshold(self) -> float:
         """The segmentation threshold: a person's choice if made, else the policy's (IterMask3D: τ_stop)."""
         return self.threshold_from_user if self.threshold_from_user is not None else self.state["threshold"]
 
-    def show(self) -> None:
-        """Put the current iteration into the output nodes, the sequence and the plot."""
-        state = self.state
-        self._sync_sequence()
-        self.outputs["plot"].update_columns({k: np.asarray(v, float) for k, v in state["plot"].items()})
-        self._store_state()
-        if state["position"] < 0:
-            return
-        nodes.set_voxels(self.outputs["mask"], self.iteration_mask(state["position"]).astype(np.uint8))
-        self.outputs["browser"].SetSelectedItemNumber(state["position"])
-        if self._map is not None:
-            nodes.set_voxels(self.outputs["anomaly_map"], self._map)
-            self._style_anomaly_map()
-            self.preview_threshold()
-
     def preview_threshold(self, threshold: float | None = None) -> np.ndarray:
         """Segmentation preview = anomaly map > ``threshold`` inside the brain, shown as the preview segmentation;
         returns the (i, j, k) mask. A given ``threshold`` is a person's choice and stays; None shows the current."""
+        if self.cache is None or self.cache.map_values is None:
+            raise ItermaskError("no iteration has been run yet")
         if threshold is not None:
             self.threshold_from_user = float(threshold)
-        self.preview = (self.anomaly_map() > self.threshold) & self._brain
-        nodes.set_segment_voxels(self.outputs["preview"], self.preview, self.volume)
-        self.parameter_node().SetParameter("threshold", str(self.threshold))
+        self._preview = self.cache.above(self.threshold)
+        self.outputs.show_preview(self._preview)
+        self.parameters.record_threshold(self.threshold)
         return self.preview
 
-    def _style_anomaly_map(self) -> None:
-        display = self.outputs["anomaly_map"].GetDisplayNode()
-        heat = self.scene.GetFirstNodeByName("PET-Heat")
-        if heat is not None:
-            display.SetAndObserveColorNodeID(heat.GetID())
-        inside = self._map[self._brain]
-        low = self.state["tau"]
-        high = max(float(np.quantile(inside, 0.999)) if inside.size else low, low * 1.01)
-        display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(low, high)
-        display.SetApplyThreshold(True)
-        display.SetLowerThreshold(low)  # errors below τ (confidently normal) are transparent
-
     def show_in_slice_views(self, show_anomaly_map: bool = False, opacity: float = 0.5) -> None:
-        """Input as background, the mask as label layer (filled), optionally the anomaly map as foreground, in every
-        view; the preview segmentation draws its outline on top by itself."""
-        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-            composite = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-            composite.SetBackgroundVolumeID(self.volume.GetID())
-            composite.SetLabelVolumeID(self.outputs["mask"].GetID())
-            composite.SetLabelOpacity(0.4)
-            composite.SetForegroundVolumeID(self.outputs["anomaly_map"].GetID() if show_anomaly_map else None)
-            composite.SetForegroundOpacity(opacity if show_anomaly_map else 0.0)
-
-    def _sync_sequence(self) -> None:
-        """One sequence item per computed iteration: add new ones, drop those a branch or an undo discarded."""
-        sequence, count = self.outputs["sequence"], self.state["count"]
-        for index in [i for i in self._masks if i >= count]:
-            del self._masks[index]
-        for n in range(sequence.GetNumberOfDataNodes() - 1, -1, -1):
-            if int(sequence.GetNthIndexValue(n)) >= count:
-                sequence.RemoveDataNodeAtValue(sequence.GetNthIndexValue(n))
-        for index in range(sequence.GetNumberOfDataNodes(), count):
-            snapshot = slicer.vtkMRMLLabelMapVolumeNode()
-            snapshot.CopyOrientation(self.volume)
-            nodes.set_voxels(snapshot, self.iteration_mask(index).astype(np.uint8))
-            sequence.SetDataNodeAtValue(snapshot, str(index))
-        browser = self.outputs["browser"]
-        if sequence.GetNumberOfDataNodes() and browser.GetProxyNode(sequence) is None:
-            _sequences_logic().UpdateProxyNodesFromSequences(browser)  # the node the sequence browser plays into
-
-    def _store_state(self) -> None:
-        params, state = self.parameter_node(), self.state
-        params.SetParameter("tau", str(state["tau"]))
-        params.SetParameter("iteration", str(state["position"]))
-        params.SetParameter("iterations", str(state["count"]))
+        self.outputs.show_in_slice_views(show_anomaly_map, opacity)
 
     # --- result -----------------------------------------------------------------------------------------------
     def apply(self, segment_name: str = "Anomaly", source: str = "thresholded"):
@@ -438,5 +334,5 @@ class IterMaskLogic:
         mask = self.preview if source == "thresholded" else self.iteration_mask(self.state["position"])
         node = nodes.segmentation_from_mask(self.scene, mask, self.volume, f"{self.volume.GetName()} IterMask",
                                             segment_name, MASK_COLOR)
-        self.parameter_node().SetNodeReferenceID("result", node.GetID())
+        self.parameters.record_result(node)
         return node

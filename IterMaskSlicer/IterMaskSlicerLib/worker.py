@@ -4,15 +4,23 @@ Slicer's main thread holds Python's global lock whenever Qt is idle, so a Python
 while the main thread happens to run Python; a separate process runs at full speed and can be killed. The client
 (:mod:`.client`) starts this file with Slicer's own Python (``PythonSlicer``) as ``python worker.py FOLDER``.
 
-Protocol: one JSON command per line on stdin, ``{"id": n, "cmd": name, ...arguments}``; JSON lines on stdout:
-``progress`` messages while a run advances, then exactly one final ``done``, ``cancelled`` or ``error`` with the
-command's id. Each message that follows a change carries the session's ``state`` and, under ``arrays``, ``.npy``
-files in FOLDER (the client deletes them once read): ``mask`` for every newly computed iteration, ``map`` (the
-anomaly map) for the iteration the command ends on, ``brain`` once after ``initialize``; all on the input grid.
-A reader thread queues stdin, so a run notices ``cancel`` after the step in flight; the main thread does the work.
+Protocol: one JSON command per line on stdin, ``{"id": n, "cmd": name, ...arguments}``; JSON lines on stdout, each
+with the command's id: ``progress`` messages while a run advances, then exactly one final ``done``, ``cancelled`` or
+``error``. ``progress`` and ``done`` carry the session's ``state`` (numbers: what the plot and the labels show).
+Only a ``done`` carries arrays, as ``.npy`` files in FOLDER named under ``arrays`` (the client deletes them once
+read): ``brain`` after ``initialize`` (uint8, the whole input grid); after a command that changes what is shown,
+``masks`` (packed bits, one row per iteration computed by the command, the first being ``first_mask``) and ``map``
+(float32, the shown iteration's anomaly map) with ``map_high`` (its 99.9 % quantile, the top of the display window).
+Masks and map hold only the brain's voxels, in Slicer's (k, j, i) C order: the rest of the input grid is zero.
+A run's progress carries no arrays, so it costs the run nothing; its masks travel once, when it is done.
+
+``{"cmd": "cancel", "run": id}`` is the only message that is not queued: the reader thread notes it, the run stops
+after the step in flight and goes back to the session as it was before the run. A ``cancelled`` or ``error`` reply
+carries no arrays: the Slicer side shows again what it showed before the command.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import queue
@@ -28,6 +36,7 @@ if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask``
 
 import itermask  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
+from IterMaskSlicerLib.sampling import BrainVoxels  # noqa: E402
 
 
 def tau_curves(session) -> dict[str, list[float]]:
@@ -55,12 +64,22 @@ def describe(session) -> dict:
             "plot": tau_curves(session)}
 
 
-class Worker:
-    """Executes commands on one session; ``send`` writes a message, ``pending`` holds commands read meanwhile."""
+def checkpoint(session: itermask.Session) -> itermask.Session:
+    """The session as it is now, for a cancelled or failed run to go back to. A step appends to ``iterations`` and
+    rebinds plain attributes (position, τ, a pending edit), never changing an object in place, so a shallow copy with
+    its own list of iterations is the session before the run."""
+    saved = copy.copy(session)
+    saved.iterations = list(session.iterations)
+    return saved
 
-    def __init__(self, folder: Path, send, pending: queue.Queue):
-        self.folder, self.send, self.pending = folder, send, pending
+
+class Worker:
+    """Executes commands on one session; ``send`` writes a message, ``cancelled`` holds the ids of runs to stop."""
+
+    def __init__(self, folder: Path, send, cancelled: set[int]):
+        self.folder, self.send, self.cancelled = folder, send, cancelled
         self.session: itermask.Session | None = None
+        self.voxels: BrainVoxels | None = None
         self.models: dict[str, itermask.ModelBundle] = {}
         self._written = 0
 
@@ -78,18 +97,24 @@ class Worker:
     def _load(self, path: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
 
-    def _new_mask(self) -> dict:
+    def reply(self, request: dict, event: str, **extra) -> None:
+        self.send(dict(extra, id=request["id"], event=event, state=describe(self.session) if self.session else None))
+
+    def show(self, request: dict, computed: int) -> None:
+        """``done`` with what the Slicer side shows: the masks of iterations ``computed`` onwards and the current map,
+        sampled in one call."""
         session = self.session
-        return {"mask": self._write("mask", session.prepared.mask_to_input(session.current.mask))}
-
-    def _current_map(self) -> dict:
-        if self.session.current is None:
-            return {}
-        return {"map": self._write("map", self.session.anomaly_map())}
-
-    def reply(self, request: dict, event: str, arrays: dict | None = None) -> None:
-        self.send({"id": request["id"], "event": event, "state": describe(self.session) if self.session else None,
-                   "arrays": arrays or {}})
+        new = [it.mask for it in session.iterations[computed:]]
+        if session.current is None:
+            self.reply(request, "done")
+            return
+        sampled = self.voxels.values(new + [session.model_grid_anomaly_map()])
+        shown = sampled[-1]
+        arrays = {"map": self._write("map", shown)}
+        if new:
+            arrays["masks"] = self._write("masks", np.packbits(sampled[:-1] >= 0.5, axis=1))  # as mask_to_input
+        high = float(np.quantile(shown, 0.999)) if shown.size else None
+        self.reply(request, "done", arrays=arrays, first_mask=computed, map_high=high)
 
     # --- commands -----------------------------------------------------------------------------------------------
     def execute(self, request: dict) -> None:
@@ -116,26 +141,25 @@ class Worker:
         self.session = itermask.Session(self.models[key], self._load(request["image"]), np.asarray(request["affine"]),
                                         brain, policy=request["policy"], seed=request["seed"],
                                         device=request.get("device", "auto"), tau=request.get("tau"))
+        self.voxels = BrainVoxels(self.session.prepared)
         model = self.session.model
-        self.send({"id": request["id"], "event": "done", "state": describe(self.session),
-                   "arrays": {"brain": self._write("brain", self.session.prepared.input_brain.astype(np.uint8))},
-                   "model": {"name": model.name, "dims": model.dims, "calibration": {
+        self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},
+                   model={"name": model.name, "dims": model.dims, "calibration": {
                        k: model.calibration.get(k) for k in ("tau", "tau_percentile", "threshold",
-                                                             "threshold_percentile")}}})
+                                                             "threshold_percentile")}})
 
     def cmd_step(self, request: dict) -> None:
         computed = len(self.session.iterations)
         self.session.step()
-        arrays = self._new_mask() if len(self.session.iterations) > computed else {}
-        self.reply(request, "done", dict(arrays, **self._current_map()))
+        self.show(request, computed)
 
     def cmd_back(self, request: dict) -> None:
         self.session.back()
-        self.reply(request, "done", self._current_map())
+        self.show(request, len(self.session.iterations))
 
     def cmd_seek(self, request: dict) -> None:
         self.session.seek(int(request["index"]))
-        self.reply(request, "done", self._current_map())
+        self.show(request, len(self.session.iterations))
 
     def cmd_set_tau(self, request: dict) -> None:
         self.session.set_tau(float(request["tau"]))
@@ -150,38 +174,23 @@ class Worker:
         self.reply(request, "done")
 
     def cmd_run(self, request: dict) -> None:
-        """Step until converged (or ``max_steps``); a ``progress`` message per step. A ``cancel`` or a failure (e.g.
+        """Step until converged (or ``max_steps``), a ``progress`` message per step. A ``cancel`` or a failure (e.g.
         out of memory) puts the session back where the run started."""
-        session, max_steps = self.session, request.get("max_steps")
-        checkpoint = session.position, len(session.iterations), session._pending_mask  # an edit a step consumes
-        steps = 0
+        before, max_steps = checkpoint(self.session), request.get("max_steps")
+        computed, steps = len(self.session.iterations), 0
         try:
-            while not session.converged and (max_steps is None or steps < max_steps):
-                if self._cancel_requested():
-                    self._restore(*checkpoint)
-                    self.reply(request, "cancelled", self._current_map())
+            while not self.session.converged and (max_steps is None or steps < max_steps):
+                if request["id"] in self.cancelled:
+                    self.session = before
+                    self.reply(request, "cancelled")
                     return
-                computed = len(session.iterations)
-                session.step()
+                self.session.step()
                 steps += 1
-                self.reply(request, "progress", self._new_mask() if len(session.iterations) > computed else {})
+                self.reply(request, "progress")
         except Exception:
-            self._restore(*checkpoint)
+            self.session = before
             raise
-        self.reply(request, "done", self._current_map())
-
-    def _restore(self, position: int, count: int, pending_mask) -> None:
-        del self.session.iterations[count:]
-        self.session.position, self.session._pending_mask = position, pending_mask
-
-    def _cancel_requested(self) -> bool:
-        """Whether a ``cancel`` arrived; other commands cannot (the client sends nothing else during a run)."""
-        try:
-            while True:
-                if self.pending.get_nowait().get("cmd") == "cancel":
-                    return True
-        except queue.Empty:
-            return False
+        self.show(request, computed)
 
 
 def main(folder: str) -> int:
@@ -195,26 +204,27 @@ def main(folder: str) -> int:
         protocol.flush()
 
     commands: queue.Queue = queue.Queue()
+    cancelled: set[int] = set()
 
     def read_stdin() -> None:
         for line in sys.stdin:
             if line.strip():
-                commands.put(json.loads(line))
+                message = json.loads(line)
+                if message["cmd"] == "cancel":  # noted at once: the run it stops is what the main thread is doing
+                    cancelled.add(message["run"])
+                else:
+                    commands.put(message)
         commands.put(None)  # the client went away: leave
 
     threading.Thread(target=read_stdin, daemon=True).start()
-    worker = Worker(Path(folder), send, commands)
-    while (request := commands.get()) is not None:
-        if request["cmd"] == "cancel":  # nothing is running: a late cancel has nothing to undo
-            continue
-        if request["cmd"] == "quit":
-            break
+    worker = Worker(Path(folder), send, cancelled)
+    while (request := commands.get()) is not None and request["cmd"] != "quit":
         try:
             worker.execute(request)
         except Exception as exc:  # reported to the user; the session stays as it was before the command
             message = str(exc) if isinstance(exc, (ItermaskError, IndexError)) else f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-            send({"id": request["id"], "event": "error", "message": message, "state": None, "arrays": {}})
+            send({"id": request["id"], "event": "error", "message": message, "state": None})
     return 0
 
 

@@ -289,14 +289,17 @@ class Session:
         return self.result()
 
     # --- results ----------------------------------------------------------------------------------------------
-    def anomaly_map(self) -> np.ndarray:
-        """The current iteration's anomaly map (the rule's, see :mod:`itermask.rules`) on the input grid (float32)."""
+    def model_grid_anomaly_map(self) -> torch.Tensor:
+        """The current iteration's anomaly map (the rule's, see :mod:`itermask.rules`), (z, y, x) on the model grid."""
         if self.current is None:
             raise ItermaskError("no iteration has been run yet")
         if self.rule.anomaly == "squared":
-            return self.prepared.map_to_input(self.current.error)
-        return self.prepared.map_to_input(reconstruction_error(self.prepared.image, self.current.reconstruction,
-                                                               self.prepared.brain, bright=True))
+            return self.current.error
+        return reconstruction_error(self.prepared.image, self.current.reconstruction, self.prepared.brain, bright=True)
+
+    def anomaly_map(self) -> np.ndarray:
+        """:meth:`model_grid_anomaly_map` on the input grid (float32)."""
+        return self.prepared.map_to_input(self.model_grid_anomaly_map())
 
     def result(self, threshold: float | None = None) -> Result:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
