@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from itermask.cases import Case
 from itermask_training.augment import (Augmentation, random_augmentation, random_deformation, random_intensity,
                                        smooth_random_field)
-from itermask_training.data import Case, load_training_set
+from itermask_training.data import load_training_set
 
 from conftest import MS
 

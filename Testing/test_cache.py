@@ -7,7 +7,8 @@ import shutil
 
 import torch
 
-from itermask_training.data import Case, prepared_cases
+from itermask.cases import Case
+from itermask_training.data import prepared_cases
 
 from conftest import MS
 

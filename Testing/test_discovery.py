@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from itermask.io import write_nifti
-from itermask_training.discovery import discover
+from itermask.scan_layouts import discover
 
 
 def _write(path, value: float = 1.0):

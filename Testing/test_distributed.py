@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from itermask import ModelBundle
+from itermask.cases import read_manifest
 from itermask.cli import main
 from itermask.reconstruction import network_input
 from itermask_training.batches import training_batch
-from itermask_training.data import load_training_set, read_manifest
+from itermask_training.data import load_training_set
 
 from test_training import train_args
 

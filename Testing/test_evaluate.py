@@ -90,6 +90,21 @@ def test_evaluate_scores_every_method_without_looking_at_labels_for_thresholds(t
             "real_label_tiny-flair-3d_itermask3d_tau.png"} <= figures
 
 
+def test_a_labelled_cases_brain_mask_is_placed_by_its_geometry_not_its_shape(tmp_path):
+    from itermask_evaluation.cases import find_cases
+
+    label, affine = read_volume(MS / "lesion_mask.nii.gz")
+    image = np.asarray(read_volume(MS / "FLAIR.nii.gz")[0])
+    _case_folder(tmp_path / "case", label > 0, affine)
+    shifted = affine.copy()
+    shifted[:3, 3] += 10 * affine[:3, 0]  # the same shape, 10 voxels further along the first axis
+    write_nifti(tmp_path / "case" / "brainmask.nii.gz", (image != 0).astype(np.uint8), shifted)
+    volumes = find_cases([tmp_path / "case"], "FLAIR", "lesion_mask", "brainmask")[0].read()
+    expected = np.zeros(image.shape, bool)
+    expected[10:] = image[:-10] != 0
+    assert ((volumes.brain > 0) == expected).all()
+
+
 def test_evaluate_says_what_is_missing(tmp_path, capsys):
     case = tmp_path / "case"
     case.mkdir()

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from itermask.frequency import high_frequency
-from itermask.masks import gaussian_cloud_masks_3d, gaussian_patch_masks, random_rotation_3d
 from itermask.io import read_volume
+from itermask_training.masks import gaussian_cloud_masks_3d, gaussian_patch_masks, random_rotation_3d
 
 from conftest import brats
 

@@ -26,7 +26,7 @@ from itermask.cohort import partial_folder, remove_stale_partials, write_summary
 from itermask.io import read_volume
 from itermask.preprocess import mask_on_image_grid
 from itermask.rules import reconstruction_error
-from itermask_training.train import TrainConfig
+from itermask_training.config import TrainConfig
 
 from conftest import MS, brats
 

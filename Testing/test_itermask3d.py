@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from itermask import ModelBundle, Session
+from itermask.cases import read_manifest
 from itermask.cli import main
 from itermask_training.batches import training_batch
-from itermask_training.data import load_training_set, read_manifest
+from itermask_training.data import load_training_set
 
 from conftest import MS
 

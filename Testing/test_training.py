@@ -1,11 +1,13 @@
 """Training: data from a manifest, lesion exclusion, checkpoints and an exact resume."""
 import os
 
+import pytest
 import torch
 
 from itermask import ModelBundle
+from itermask.cases import read_cases, read_manifest
 from itermask.cli import main
-from itermask_training.data import load_training_set, read_cases, read_manifest
+from itermask_training.data import load_training_set
 
 from conftest import MS, brats
 
@@ -127,3 +129,21 @@ def test_training_input_errors_are_one_line_before_any_preparation(tmp_path, cap
     one_line_error(capsys, with_data(train_args(tmp_path / "out"), tmp_path / "missing.csv"),
                    "missing.csv is neither a folder of scans nor a CSV manifest")
     assert not (tmp_path / "out" / "preprocessed").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_asking_for_a_gpu_that_is_not_there_is_a_one_line_error(tmp_path, capsys):
+    one_line_error(capsys, train_args(tmp_path, "--device", "cuda"), "--device cuda", "no CUDA GPU")
+    assert not (tmp_path / "checkpoint.ckpt").exists()
+
+
+def test_calibrate_measures_again_what_training_measured(tmp_path, capsys):
+    assert main(train_args(tmp_path)) == 0
+    trained = tmp_path / "t.pt"
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(trained), "--data", str(tmp_path / "cases.csv"),
+                 "-o", str(tmp_path / "again.pt")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"wrote {tmp_path / 'again.pt'}")
+    a, b = ModelBundle.load(trained), ModelBundle.load(tmp_path / "again.pt")
+    assert a.calibration == b.calibration and a.calibration["threshold"] > 0
+    assert b.metadata["training"]["calibration_data"] == a.metadata["training"]["calibration_data"]

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from itermask import load_model
-from itermask.io import read_volume
+from itermask._shared import write_csv
+from itermask.cases import Case, CaseVolumes, read_case, read_cases
 from itermask.preprocess import brain_mask_or_nonzero
-from itermask_training.calibrate import calibrate_one_shot
-from itermask_training.data import CaseVolumes, read_cases
+from itermask.thresholding import calibrate_one_shot
 
 from .artifacts import insert_lesion
 from .cases import LabelledCase
@@ -31,7 +31,7 @@ from .detection import artifact_scans, detection_rows, score_scans
 from .methods import IntensityThreshold, IterMask, OneShot
 from .report import evaluate_cases, summary_table
 from . import validation
-from .tables import read_csv, write_csv
+from .tables import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -108,8 +108,8 @@ def detection_methods() -> list:
 
 
 def _scan(path: Path, brain: Path | None) -> CaseVolumes:
-    image, affine = read_volume(path)
-    return CaseVolumes(image, affine, read_volume(brain)[0] if brain else None, None)
+    """An unlabelled scan and its brain mask, placed on the scan by the mask's geometry."""
+    return read_case(Case(path, brain, None, "validation"))
 
 
 def run_detection(out: Path, seed: int) -> list[dict]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from itermask.cases import Case, CaseVolumes, read_case
 from itermask.errors import ItermaskError
-from itermask.io import SUFFIXES, read_volume, scan_stem
-from itermask_training.data import CaseVolumes
+from itermask.io import SUFFIXES, scan_stem
 
 
 @dataclass
@@ -19,13 +17,13 @@ class LabelledCase:
     label: Path
 
     def read(self) -> CaseVolumes:
-        """The scan, its affine, its brain mask (None: the non-zero region) and the label (any non-zero voxel)."""
-        image, affine = read_volume(self.image)
-        brain = read_volume(self.brain_mask)[0] if self.brain_mask else None
-        lesion = np.asarray(read_volume(self.label)[0]) > 0
-        if lesion.shape != image.shape:
-            raise ItermaskError(f"{self.label}: label shape {lesion.shape} differs from the scan's {image.shape}")
-        return CaseVolumes(image, affine, brain, lesion)
+        """The scan, its affine, its brain mask placed on the scan by its own geometry (None: the non-zero region)
+        and the label (any non-zero voxel), which is scored voxel by voxel and so must be on the scan's grid."""
+        volumes = read_case(Case(self.image, self.brain_mask, self.label, "validation"))
+        if volumes.lesion.shape != volumes.image.shape:
+            raise ItermaskError(f"{self.label}: label shape {volumes.lesion.shape} differs from the scan's "
+                                f"{volumes.image.shape}")
+        return volumes
 
 
 def _named(folder: Path, name: str) -> Path | None:

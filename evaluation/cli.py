@@ -11,9 +11,9 @@ def build_methods(models: list[str], policies: list[str] | None, intensity: bool
     ablation, thresholded on ``calibration_data``'s healthy cases) and the intensity threshold of the first
     IterMask model."""
     from itermask import load_model
+    from itermask.cases import read_cases
     from itermask.errors import ItermaskError
-    from itermask_training.calibrate import calibrate_one_shot
-    from itermask_training.data import read_cases
+    from itermask.thresholding import calibrate_one_shot
 
     from .methods import IntensityThreshold, IterMask, OneShot
 

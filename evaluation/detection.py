@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from itermask_training.data import CaseVolumes
+from itermask.cases import CaseVolumes
 
 from .artifacts import ARTIFACTS, apply_artifact
 from .metrics import detection_metrics

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from itermask._shared import pyplot
 from itermask.policies import PolicyReport
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def lesion_slices(truth: np.ndarray, axis: int) -> list[int]:
@@ -37,7 +29,7 @@ def save_overlay_figure(path, title: str, image: np.ndarray, brain: np.ndarray, 
                         predictions: dict[str, np.ndarray], axis: int) -> None:
     """Rows: slices through the lesion; columns: the image with the truth (green), then each method's segmentation
     (red) with the truth's outline (green). ``axis`` is the input array axis closest to superior-inferior."""
-    plt = _pyplot()
+    plt = pyplot()
     slices = lesion_slices(truth, axis)
     cols = 1 + len(predictions)
     fig, axes = plt.subplots(len(slices), cols, figsize=(2.3 * cols, 2.4 * len(slices)), squeeze=False)
@@ -71,7 +63,7 @@ def save_overlay_figure(path, title: str, image: np.ndarray, brain: np.ndarray, 
 
 def save_tau_figure(path, title: str, policy: PolicyReport) -> None:
     """τ(t) of an IterMask3D shrink path (points), the fitted a·tan(b·t) and τ_stop at t* (as in the paper's Fig. 3)."""
-    plt = _pyplot()
+    plt = pyplot()
     tau = np.asarray(policy.tau_path, float)
     t = np.arange(len(tau))
     stop = policy.stop
@@ -92,7 +84,7 @@ def save_tau_figure(path, title: str, policy: PolicyReport) -> None:
 
 def save_dice_vs_size_figure(path, rows: list[dict]) -> None:
     """Per-case Dice of every method against lesion volume (ml, log scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]

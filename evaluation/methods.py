@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from itermask._shared import voxel_ml
 from itermask.bundle import ModelBundle
+from itermask.cases import CaseVolumes, healthy_region
 from itermask.normalize import iterative_zscore
 from itermask.policies import PolicyReport
 from itermask.preprocess import PreparedVolume, brain_mask_or_nonzero, prepare_volume
 from itermask.reconstruction import one_shot_reconstruction
 from itermask.session import Session
-from itermask_training.data import CaseVolumes, healthy_region
+from itermask.thresholding import above_threshold
 
 from .metrics import reconstruction_quality
 
@@ -71,7 +73,7 @@ class IterMask:
 
 class OneShot:
     """One reconstruction; the anomaly map is its squared error inside the brain, thresholded at ``threshold``
-    (default: the bundle's calibrated one — a baseline bundle's own, see ``calibrate_one_shot``)."""
+    (default: the bundle's calibrated one — a baseline bundle's own, see :func:`itermask.thresholding.calibrate_one_shot`)."""
 
     def __init__(self, bundle: ModelBundle, threshold: float | None = None, label: str | None = None):
         self.bundle = bundle
@@ -85,7 +87,7 @@ class OneShot:
         reconstruction = one_shot_reconstruction(self.bundle, prepared, seed)
         error = torch.where(prepared.brain, (reconstruction - prepared.image) ** 2, torch.zeros(()))
         anomaly_map = prepared.map_to_input(error)
-        segmentation = (anomaly_map > self.threshold) & prepared.input_brain
+        segmentation = above_threshold(anomaly_map, self.threshold, prepared.input_brain)
         seconds = time.perf_counter() - start
         return MethodResult(self.label, anomaly_map, segmentation, self.threshold,
                             float(error[prepared.brain].mean()), seconds,
@@ -104,8 +106,7 @@ class IntensityThreshold:
         brain = brain_mask_or_nonzero(case.image, case.brain)
         z = iterative_zscore(torch.from_numpy(case.image.astype(np.float32)), torch.from_numpy(brain)).numpy()
         anomaly_map = np.where(brain, z, 0).astype(np.float32)
-        segmentation = (anomaly_map > self.threshold) & brain
-        voxel_ml = abs(np.linalg.det(case.affine[:3, :3])) / 1000.0
+        segmentation = above_threshold(anomaly_map, self.threshold, brain)
         seconds = time.perf_counter() - start
         return MethodResult(self.label, anomaly_map, segmentation, self.threshold,
-                            float(segmentation.sum() * voxel_ml), seconds)
+                            float(segmentation.sum() * voxel_ml(case.affine)), seconds)

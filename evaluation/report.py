@@ -4,12 +4,13 @@
 """
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
 
 import numpy as np
+
+from itermask._shared import write_csv
 
 from . import figures
 from .cases import LabelledCase
@@ -105,7 +106,7 @@ def evaluate_cases(methods: list, cases: list[LabelledCase], out_dir: Path, seed
                                     f"{case.name}: truth (green) and segmentations (red)", volumes.image, brain, truth,
                                     predictions, superior)
     figures.save_dice_vs_size_figure(out_dir / "figures" / "dice_vs_lesion_size.png", rows)
-    write_csv(out_dir / "results.csv", rows)
+    write_csv(out_dir / "results.csv", rows, COLUMNS)
     (out_dir / "results.md").write_text(markdown_report(rows, cases))
     return rows
 
@@ -114,13 +115,6 @@ def _slug(text: str) -> str:
     """A file-name-safe ASCII version of a method label: ``IterMask² + subject τ`` → ``IterMask2_subject_tau``."""
     text = text.replace("²", "2").replace("τ", "tau")
     return "_".join("".join(c if c.isascii() and (c.isalnum() or c in "-.") else " " for c in text).split())
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _fmt(value, decimals: int = 3) -> str:

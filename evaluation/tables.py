@@ -1,4 +1,5 @@
-"""Rows of dicts to and from CSV, and as a markdown table: what every evaluation writes for a person to read."""
+"""Rows of dicts from CSV (written by :func:`itermask._shared.write_csv`) and as a markdown table: what every
+evaluation writes for a person to read."""
 from __future__ import annotations
 
 import csv
@@ -6,16 +7,8 @@ import math
 from pathlib import Path
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """``rows`` (dicts with the same keys, in the first row's order) as a CSV with a header."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def read_csv(path: Path) -> list[dict]:
-    """The rows of a CSV written by :func:`write_csv`, numbers as int or float and empty cells as None."""
+    """The rows of a CSV written by :func:`~itermask._shared.write_csv`, numbers as int or float and empty cells as None."""
     with open(path) as handle:
         return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 

@@ -34,15 +34,16 @@ import numpy as np
 import torch
 
 from itermask import Session, load_model
+from itermask._shared import atomic_file, voxel_ml, write_csv
 from itermask.bundle import ModelBundle
+from itermask.cases import Case, read_case, read_cases
 from itermask.discovery import DEFAULTS_FILE, model_directories
 from itermask.normalize import iterative_zscore
 from itermask.preprocess import brain_mask_or_nonzero
 from itermask.rules import reconstruction_error
-from itermask_training.data import Case, read_case, read_cases
 
 from .metrics import lesion_detection
-from .tables import markdown_table, read_csv, write_csv
+from .tables import markdown_table, read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "training" / "manifests"
@@ -118,8 +119,8 @@ class ScanMaps:
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             arrays = self._run()
-            np.savez(self.path.with_suffix(".partial.npz"), **arrays)
-            self.path.with_suffix(".partial.npz").replace(self.path)
+            with atomic_file(self.path) as handle:
+                np.savez(handle, **arrays)
         with np.load(self.path) as stored:
             return dict(stored)
 
@@ -159,7 +160,7 @@ def truth_and_brain(scan: Scan) -> tuple[np.ndarray, np.ndarray, np.ndarray, flo
     volumes = read_case(scan.case)
     brain = brain_mask_or_nonzero(volumes.image, volumes.brain)
     z = iterative_zscore(torch.from_numpy(volumes.image.astype(np.float32)), torch.from_numpy(brain)).numpy()
-    return volumes.lesion & brain, brain, z, abs(np.linalg.det(volumes.affine[:3, :3])) / 1000.0
+    return volumes.lesion & brain, brain, z, voxel_ml(volumes.affine)
 
 
 def evaluate_modality(modality: str, models: Path, cache: Path, seed: int = 0,

@@ -1,1 +1,1 @@
-"""Offline training and evaluation of IterMask model bundles. Imports the core (``itermask``), never the reverse."""
+"""Offline training and calibration of IterMask model bundles. Imports the core (``itermask``), never the reverse."""

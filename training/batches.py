@@ -6,10 +6,10 @@ import torch
 
 from itermask.bundle import method_of
 from itermask.frequency import high_frequency
-from itermask.masks import gaussian_cloud_masks_3d, gaussian_patch_masks
 
 from .augment import random_augmentation, smooth_random_field
 from .data import TrainingSet
+from .masks import gaussian_cloud_masks_3d, gaussian_patch_masks
 
 
 def random_masks(brain: torch.Tensor, metadata: dict, gen: torch.Generator) -> torch.Tensor:

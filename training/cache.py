@@ -17,21 +17,24 @@ from typing import Callable
 import numpy as np
 import torch
 
+from itermask._shared import atomic_file
+
 ARRAYS = ("image", "brain", "valid")
 
 
 def entry_key(files: list[Path | None], settings: dict, code: list) -> str:
     """A hex digest of the input ``files`` (None entries allowed), the ``settings`` (JSON-able) and the source of
     the ``code`` objects (modules or functions) that turn the files into arrays."""
-    described = [None if f is None else [str(Path(f).resolve()), *_size_and_time(f)] for f in files]
+    described = [None if f is None else file_fingerprint(f) for f in files]
     sources = [inspect.getsource(obj) for obj in code]
     text = json.dumps({"files": described, "settings": settings, "code": sources}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _size_and_time(path: Path) -> tuple[int, int]:
+def file_fingerprint(path: Path) -> list:
+    """``[resolved path, size in bytes, modification time in ns]``: a file changed or replaced gets another one."""
     stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 def cached_arrays(folder: Path | None, key: str, compute: Callable[[], tuple[torch.Tensor, ...]]
@@ -46,7 +49,6 @@ def cached_arrays(folder: Path | None, key: str, compute: Callable[[], tuple[tor
             return tuple(torch.from_numpy(stored[name]) for name in ARRAYS)
     arrays = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{key}.{os.getpid()}.partial.npz")
-    np.savez(partial, **{name: a.numpy() for name, a in zip(ARRAYS, arrays)})
-    os.replace(partial, path)
+    with atomic_file(path) as handle:
+        np.savez(handle, **{name: a.numpy() for name, a in zip(ARRAYS, arrays)})
     return arrays

@@ -1,30 +1,36 @@
-"""Calibration on held-out healthy data: τ and the segmentation threshold (never from test labels, METHOD.md).
+"""Calibration of a trained bundle on held-out healthy cases (never from test labels, METHOD.md).
 
-τ follows the paper: a percentile of the errors of healthy voxels hidden by random training masks. The
-segmentation threshold must match what it is applied to — the *final* anomaly map of a whole IterMask run, where
-most healthy tissue is visible again — so it is a high percentile of the healthy voxels of final anomaly maps of
-full IterMask² runs on the calibration scans (their labelled lesions, if any, left out).
-
-The same runs give the healthy reference for the scan-level anomaly score (artifact / quality-control use): each
-calibration scan's final mask volume and mean error, for each policy, counted over its healthy region only.
+τ follows the paper: a percentile of the errors of healthy voxels hidden by random *training* masks, which is why it
+is calibrated here, beside the masks; the intensity baseline's threshold comes from the same healthy voxels. The
+segmentation threshold and the healthy scan scores are the core's (:mod:`itermask.thresholding`).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from itermask.bundle import ModelBundle
-from itermask.policies import POLICIES
-from itermask.preprocess import prepare_volume
-from itermask.reconstruction import network_input, one_shot_reconstruction
-from itermask.session import Session
+from itermask.cases import Case, as_listed
+from itermask.reconstruction import network_input
+from itermask.thresholding import calibrate_one_shot, calibrate_threshold
 
 from .batches import training_batch
-from .data import Case, healthy_region, load_training_set, read_case
+from .data import load_training_set
 
 TAU_PERCENTILE = 80.0         # paper: about the 80th percentile of healthy masked-voxel errors
-THRESHOLD_PERCENTILE = 99.0   # segmentation: final-map errors that fewer than 1% of healthy voxels reach
-INTENSITY_PERCENTILE = 99.0   # the plain intensity baseline, calibrated the same way
+INTENSITY_PERCENTILE = 99.0   # the plain intensity baseline, calibrated like the segmentation threshold
+
+
+def recalibrate(bundle: ModelBundle, cases: list[Case], source: str | Path, seed: int) -> ModelBundle:
+    """``bundle`` with its ``calibration`` measured on the healthy ``cases`` (:func:`calibrate` for an IterMask bundle,
+    the one-shot threshold for an AE/DAE baseline) and their paths, as ``source`` (the manifest or folder) lists
+    them, recorded as its ``training.calibration_data``."""
+    calibration = calibrate if bundle.method == "itermask" else calibrate_one_shot
+    bundle.metadata["calibration"] = calibration(bundle, cases, seed)
+    bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, source) for c in cases]
+    return bundle
 
 
 def calibrate(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int = 4) -> dict:
@@ -32,51 +38,9 @@ def calibrate(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int = 4
     tau_part = _hidden_voxel_errors(bundle, cases, seed, rounds)
     # The runs below use the τ just found; the segmentation threshold plays no part in a run, 0 stands in for it.
     bundle.metadata["calibration"] = {"tau": tau_part["tau"], "threshold": 0.0}
-    runs = {policy: [_calibration_run(bundle, case, seed, policy) for case in cases]
-            for policy in POLICIES}
-    # The calibrated threshold is the fixed-τ policy's; the subject-specific one segments at the subject's τ_stop.
-    final_errors = np.concatenate([run["errors"] for run in runs["itermask2"]])
-    return dict(tau_part, threshold=float(np.percentile(final_errors, THRESHOLD_PERCENTILE)),
-                threshold_percentile=THRESHOLD_PERCENTILE, threshold_voxels=int(final_errors.size),
-                healthy_scans={policy: [run["score"] for run in found] for policy, found in runs.items()},
+    return dict(tau_part, **calibrate_threshold(bundle, cases, seed),
                 method="tau: percentile of healthy hidden-voxel errors under random training masks; threshold: "
                        "percentile of healthy voxels of final anomaly maps of full IterMask² runs")
-
-
-def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) -> dict:
-    """A full run on one calibration scan: the healthy voxels of its final anomaly map, and its scan score (final
-    mask ml and mean error) over the healthy region."""
-    volumes = read_case(case)
-    session = Session(bundle, volumes.image, volumes.affine, volumes.brain, policy=policy, seed=seed, device="cpu")
-    session.run()
-    healthy = healthy_region(session.prepared, volumes, bundle.dims)
-    error = session.current.error[healthy]
-    voxel_ml = session.prepared.grid.spacing ** 3 / 1000.0
-    score = {"final_mask_ml": float((session.current.mask & healthy).sum()) * voxel_ml,
-             "mean_error": float(error.mean())}
-    if policy == "itermask3d":  # the healthy range an absurd subject τ_stop is recognised by
-        score["tau_stop"] = float(session.tau)
-    return {"errors": error.numpy(), "score": score}
-
-
-def calibrate_one_shot(bundle: ModelBundle, cases: list[Case], seed: int) -> dict:
-    """The segmentation threshold of a one-shot method — a baseline (AE, DAE) or IterMask's first iteration alone
-    (the frequency-only ablation) — by the same rule as IterMask²'s: the ``THRESHOLD_PERCENTILE`` of the errors of
-    healthy voxels of the calibration scans; and their mean errors, the healthy reference for scan-level scores."""
-    errors, scans = [], []
-    for case in cases:
-        volumes = read_case(case)
-        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, bundle.metadata["grid"],
-                                  bundle.grid_divisor)
-        error = (one_shot_reconstruction(bundle, prepared, seed) - prepared.image) ** 2
-        healthy = error[healthy_region(prepared, volumes, bundle.dims)].numpy()
-        errors.append(healthy)
-        scans.append({"mean_error": float(healthy.mean())})
-    errors = np.concatenate(errors)
-    return {"threshold": float(np.percentile(errors, THRESHOLD_PERCENTILE)),
-            "threshold_percentile": THRESHOLD_PERCENTILE, "threshold_voxels": int(errors.size),
-            "healthy_scans": {"one-shot": scans},
-            "method": "threshold: percentile of the healthy voxels of one-shot error maps of the calibration scans"}
 
 
 @torch.inference_mode()

@@ -1,24 +1,22 @@
 """``itermask train``: registered into the core CLI through the ``itermask.commands`` entry point."""
 from __future__ import annotations
 
-
 from itermask.bundle import MODALITIES
 from itermask.cohort import process_rank
 from itermask.errors import ItermaskError
 
+from .config import DEFAULTS_BY_DIMS, TrainConfig
+
 
 def _cmd_train(args) -> int:
-    from .train import DEFAULTS_BY_DIMS, TrainConfig, train
+    from .train import train
 
-    chosen = {"steps": args.steps, "batch_size": args.batch_size, "channels": args.channels,
-              "spacing_mm": args.spacing, "size": args.size}
-    settings = dict(DEFAULTS_BY_DIMS[args.dims], **{k: v for k, v in chosen.items() if v is not None})
-    settings["channels"] = tuple(settings["channels"])
     config = TrainConfig(source=args.data, output=args.output, name=args.name, modality=args.modality,
-                         dims=args.dims, lr=args.lr, seed=args.seed, method=args.method,
-                         frequency=not args.no_frequency, dae_noise=args.dae_noise, dae_noise_sd=args.dae_noise_sd,
-                         augment=not args.no_augment, init_from=args.init_from,
-                         checkpoint_every=args.checkpoint_every, **settings)
+                         dims=args.dims, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         channels=args.channels, spacing_mm=args.spacing, size=args.size, seed=args.seed,
+                         method=args.method, frequency=not args.no_frequency, dae_noise=args.dae_noise,
+                         dae_noise_sd=args.dae_noise_sd, augment=not args.no_augment, init_from=args.init_from,
+                         checkpoint_every=args.checkpoint_every)
     path = train(config, resume=not args.restart, stop_after=args.stop_after, device=args.device, cache=args.cache)
     if process_rank()[0] == 0:
         print(f"wrote {path}" if path else f"stopped after {args.stop_after} steps; run again to resume")
@@ -27,22 +25,26 @@ def _cmd_train(args) -> int:
 
 def _cmd_calibrate(args) -> int:
     from itermask import load_model
+    from itermask.cases import read_cases
 
-    from .calibrate import calibrate, calibrate_one_shot
-    from .data import read_cases
-    from .train import as_listed
+    from .calibrate import recalibrate
 
     bundle = load_model(args.model)
     cases = [c for c in read_cases(args.data, bundle.modality, report=print) if c.split == "calibration"]
     if not cases:
         raise ItermaskError(f"{args.data} has no calibration case")
-    calibration = calibrate if bundle.method == "itermask" else calibrate_one_shot
-    bundle.metadata["calibration"] = calibration(bundle, cases, args.seed)
-    bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, args.data) for c in cases]
+    recalibrate(bundle, cases, args.data, args.seed)
     tau = bundle.calibration.get("tau")  # one-shot baselines have no τ
     print(("" if tau is None else f"tau {tau:.4g}, ") + f"threshold {bundle.calibration['threshold']:.4g}; "
           f"wrote {bundle.save(args.output)}")
     return 0
+
+
+def _by_dims(setting: str) -> str:
+    """``default A (2D), B (3D)`` for a help text, from the one table of defaults."""
+    two, three = (DEFAULTS_BY_DIMS[dims][setting] for dims in (2, 3))
+    shown = (" ".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" for v in (two, three))
+    return "default {} (2D), {} (3D)".format(*shown)
 
 
 def register(subparsers) -> None:
@@ -58,13 +60,12 @@ def register(subparsers) -> None:
     p.add_argument("--modality", required=True, type=str.upper, choices=MODALITIES)
     p.add_argument("--dims", type=int, choices=(2, 3), default=2,
                    help="2: IterMask² on axial slices (first + masked network); 3: IterMask3D unified volume network")
-    p.add_argument("--steps", type=int, help="default 1800 (2D), 1500 (3D)")
-    p.add_argument("--batch-size", type=int, help="default 16 slices (2D), 2 volumes (3D)")
+    p.add_argument("--steps", type=int, help=_by_dims("steps"))
+    p.add_argument("--batch-size", type=int, help="slices (2D) or volumes (3D) per step; " + _by_dims("batch_size"))
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--channels", type=int, nargs="+", help="UNet widths per level; default 16 32 64 128 (2D), "
-                                                           "8 16 32 64 (3D)")
-    p.add_argument("--spacing", type=float, help="model grid spacing in mm; default 2 (2D), 3 (3D)")
-    p.add_argument("--size", type=int, help="smallest model grid side in voxels (2D: in-plane); default 96 (2D), 48 (3D)")
+    p.add_argument("--channels", type=int, nargs="+", help="UNet widths per level; " + _by_dims("channels"))
+    p.add_argument("--spacing", type=float, help="model grid spacing in mm; " + _by_dims("spacing_mm"))
+    p.add_argument("--size", type=int, help="smallest model grid side in voxels (2D: in-plane); " + _by_dims("size"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=("itermask", "ae", "dae"), default="itermask",
                    help="ae / dae: an evaluation baseline on the same backbone and data (autoencoder; denoising "

@@ -14,6 +14,7 @@ import torch
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from itermask._shared import choose_device
 from itermask.cohort import process_rank
 
 
@@ -57,15 +58,12 @@ class Process:
 def start(device: str = "auto") -> Process:
     """Join the job ``torchrun`` started (its RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), or run alone.
 
-    ``device``: ``cpu``, ``cuda`` or ``auto`` (a GPU when there is one; each process takes GPU ``LOCAL_RANK``).
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (a GPU when there is one; each process takes GPU ``LOCAL_RANK``); an
+    :class:`~itermask.errors.ItermaskError` for another name, or for ``cuda`` without a GPU.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise SystemExit(f"unknown device {device!r} (auto, cpu or cuda)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but PyTorch sees no GPU")
+    where = choose_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     rank, world = process_rank()
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    cuda = where.type == "cuda"
     if cuda:
         torch.cuda.set_device(where)
     if world > 1 and not dist.is_initialized():

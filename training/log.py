@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from itermask._shared import pyplot, write_csv
+
 
 class TrainingLog:
     """Loss rows ``step, network, loss`` appended as training goes; on resume from ``start_step`` the rows of steps
@@ -19,10 +21,7 @@ class TrainingLog:
         if start_step and self.csv.exists():
             with open(self.csv, newline="") as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
-        with open(self.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["step", "network", "loss"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(self.csv, rows, ["step", "network", "loss"])
 
     def add(self, step: int, losses: dict[str, float]) -> None:
         with open(self.csv, "a", newline="") as handle:
@@ -30,7 +29,7 @@ class TrainingLog:
 
     def plot(self, window: int = 25) -> None:
         """``loss.png``: each network's loss per step (faint) and its moving average over ``window`` steps."""
-        plt = _pyplot()
+        plt = pyplot()
         with open(self.csv, newline="") as handle:
             rows = list(csv.DictReader(handle))
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -61,7 +60,7 @@ class TrainingLog:
             t = t[0, 0]
             return (t if z is None else t[z]).float().numpy()
 
-        plt = _pyplot()
+        plt = pyplot()
         brain = axial(batch["brain"]) > 0
         panels = [("image", axial(batch["x"]), "gray"), ("hidden", axial(batch["hidden"]), "gray")]
         for role, recon in recons.items():
@@ -79,12 +78,3 @@ class TrainingLog:
         fig.savefig(path, dpi=80)
         plt.close(fig)
         return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

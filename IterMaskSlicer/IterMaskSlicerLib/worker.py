@@ -35,6 +35,7 @@ if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itermask  # noqa: E402
+from itermask._shared import atomic_file  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
 from IterMaskSlicerLib.sampling import BrainVoxels  # noqa: E402
 
@@ -88,10 +89,8 @@ class Worker:
         """An array as a .npy file, written under a temporary name and renamed, so a reader never sees half of it."""
         self._written += 1
         path = self.folder / f"{self._written:06d}-{kind}.npy"
-        partial = path.with_suffix(".partial")
-        with open(partial, "wb") as stream:
+        with atomic_file(path) as stream:
             np.save(stream, array)
-        os.replace(partial, path)
         return str(path)
 
     def _load(self, path: str) -> np.ndarray:

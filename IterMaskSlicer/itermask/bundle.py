@@ -18,6 +18,7 @@ import torch
 
 from .discovery import (BUNDLE_SUFFIX, MODALITIES, available_models, check_modality,  # noqa: F401 (re-exported)
                         default_model_name, model_directories)
+from ._shared import atomic_file
 from .errors import ItermaskError
 from .networks import UNet
 
@@ -92,9 +93,8 @@ class ModelBundle:
         weights = {f"{role}.{k}": v.detach().cpu().contiguous()
                    for role, net in self.networks.items() for k, v in net.state_dict().items()}
         meta = dict(self.metadata, format="itermask-bundle", format_version=FORMAT_VERSION)
-        tmp = path.with_name(path.name + ".partial")
-        torch.save({"itermask_bundle": json.dumps(meta, indent=1), "weights": weights}, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as handle:
+            torch.save({"itermask_bundle": json.dumps(meta, indent=1), "weights": weights}, handle)
         return path
 
     @classmethod

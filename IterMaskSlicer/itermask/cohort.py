@@ -12,7 +12,6 @@ so the summary lists it, whichever process wrote it.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._shared import atomic_file, write_csv
 from .errors import ItermaskError
 from .io import DICOM_ADVICE, SUFFIXES, is_dicom, scan_stem
 
@@ -175,7 +175,8 @@ def record_failure(out_root: Path, name: str, input_path: Path, reason: str) -> 
     record = json.dumps({"input": str(input_path), "output": str(out_root / name), "error": reason})
     try:
         (out_root / FAILURES).mkdir(exist_ok=True)
-        _write_atomically(_failure_path(out_root, name), lambda handle: handle.write(record))
+        with atomic_file(_failure_path(out_root, name), "w") as handle:
+            handle.write(record)
     except OSError:
         pass
 
@@ -240,25 +241,6 @@ def _row_of_report(report: Path) -> dict:
 def write_summary(out_root: Path) -> Path:
     """``out_root/summary.csv``: one row per scan, finished or failed (see :func:`summary_rows`); written atomically,
     so concurrent writers never leave half a file."""
-    rows = summary_rows(out_root)
     path = out_root / "summary.csv"
-
-    def write_rows(handle):
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    _write_atomically(path, write_rows)
+    write_csv(path, summary_rows(out_root), SUMMARY_COLUMNS)
     return path
-
-
-def _write_atomically(path: Path, write) -> None:
-    """``write(handle)`` into a temporary file beside ``path``, then renamed onto it: readers and concurrent
-    writers never see half a file, and a failed write (a full disk) leaves no temporary file behind."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "w", newline="") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._shared import pyplot
+from .thresholding import above_threshold
+
 
 def _pick(count: int, n: int) -> list[int]:
     """Up to ``n`` indices spread over ``range(count)``, always including the first and the last."""
@@ -12,10 +15,7 @@ def _pick(count: int, n: int) -> list[int]:
 def save_iteration_figure(session, path, n_slices: int = 3, n_iterations: int = 6) -> None:
     """PNG: rows are axial slices (through the largest part of the segmentation), columns are iterations, then the
     final anomaly map. Shown on the model grid in neurological orientation (patient's right on the right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
     orange = ListedColormap(["orange"])
@@ -23,7 +23,7 @@ def save_iteration_figure(session, path, n_slices: int = 3, n_iterations: int = 
     prepared = session.prepared
     shown = session.iterations[: session.position + 1]
     final = shown[-1]
-    segmentation = (final.error > session.threshold) & prepared.brain
+    segmentation = above_threshold(final.error, session.threshold, prepared.brain)
     focus = next(v for v in (segmentation, final.mask, prepared.brain) if v.any())
     per_slice = focus.sum(dim=(1, 2)).float()
     # Slices where the segmentation (else the mask) is at least half its largest extent, spread over that range.

@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
+from ._shared import choose_device, voxel_ml
 from .bundle import ModelBundle
 from .errors import ItermaskError, finite_number
 from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
 from .rules import SegmentationRule, reconstruction_error
-from .thresholding import StopThreshold
+from .thresholding import StopThreshold, above_threshold
 
 # A segmentation larger than this share of the brain is reported as a warning: no lesion a user would segment this
 # way is that large, a wrong modality or a broken scan is.
@@ -79,17 +80,6 @@ class Result:
     policy: PolicyReport
     rule: SegmentationRule
     warnings: list[str] = field(default_factory=list)
-
-
-def choose_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU (always works)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ItermaskError("--device cuda was asked for but no CUDA GPU is available")
-    if device not in ("cpu", "cuda"):
-        raise ItermaskError(f"unknown device {device!r} (choose auto, cpu or cuda)")
-    return torch.device(device)
 
 
 def check_seed(seed) -> int:
@@ -305,18 +295,18 @@ class Session:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
         threshold = self.threshold if threshold is None else finite_number(threshold, "the threshold")
         amap = self.anomaly_map()
-        mask = ((amap > threshold) & self.prepared.input_brain).astype(np.uint8)
-        voxel_ml = abs(np.linalg.det(self.prepared.input_affine[:3, :3])) / 1000.0
+        mask = above_threshold(amap, threshold, self.prepared.input_brain).astype(np.uint8)
+        input_voxel_ml = voxel_ml(self.prepared.input_affine)
         # On the model grid, as the healthy reference was measured, so the two compare whatever the input's voxels.
         final_mask_ml = float(self.current.mask.sum()) * self.prepared.grid.spacing ** 3 / 1000.0
-        score = {"final_mask_ml": final_mask_ml, "segmentation_ml": float(mask.sum() * voxel_ml),
+        score = {"final_mask_ml": final_mask_ml, "segmentation_ml": float(mask.sum() * input_voxel_ml),
                  "mean_error": float(self.current.error[self.prepared.brain].mean())}
         score["healthy_percentile"] = healthy_percentiles(score, self.model.calibration.get("healthy_scans", {})
                                                           .get(self.policy.name, []))
         policy = self.policy.describe(self)
         source = ("set by the user" if self.threshold_from_user is not None
                   else self.rule.source if self.rule.threshold is not None else self.policy.threshold_source)
-        brain_ml = float(self.prepared.input_brain.sum() * voxel_ml)
+        brain_ml = float(self.prepared.input_brain.sum() * input_voxel_ml)
         return Result(amap, mask, threshold, [it.summary(self.brain_voxels) for it in self.history],
                       self.converged, score, policy, replace(self.rule, threshold=threshold, source=source),
                       _warnings(policy.stop, score["segmentation_ml"], brain_ml, self.model.modality))

@@ -36,7 +36,7 @@ SCANS = {  # name: (image, brain mask or None for the scan's non-zero region)
 CONFIGS = ("flair-3d:itermask3d", "flair-2d:itermask2", "flair-2d:itermask3d")
 
 
-def segment_once(model_name: str, policy: str, scan: str) -> tuple[float, "itermask.Result"]:  # noqa: F821
+def segment_once(model_name: str, policy: str, scan: str) -> tuple:
     """Seconds for one whole segmentation of ``scan``, reading included, and its result."""
     import itermask
     from itermask.io import read_volume

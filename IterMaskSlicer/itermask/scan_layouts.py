@@ -1,4 +1,5 @@
-"""Finding the scans of one modality in the folder layouts people have, and saying what was skipped and why.
+"""Finding the scans of one modality in the folder layouts people have (for training and calibration cases), and
+saying what was skipped and why.
 
 Layouts, recognised in this order:
 
@@ -16,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from itermask.bundle import check_modality
-from itermask.io import SUFFIXES, scan_stem
+from .discovery import check_modality
+from .io import SUFFIXES, scan_stem
 
 # File-name spellings of each modality per layout.
 BIDS_SUFFIX = {"FLAIR": "FLAIR", "T1": "T1w", "T1CE": "T1w", "T2": "T2w"}
