@@ -84,12 +84,13 @@ def exported_tree(revision: str, folder: Path) -> Path:
 def compare(previous: dict | None, now: dict, previous_mask: Path, mask: Path) -> str:
     """The table columns that set the two codes side by side."""
     if previous is None:
-        return "– | – | – | –"
+        return "– | – | – | – | –"
     moved = "–"
     if now["tau_stop"] is not None and previous["tau_stop"] is not None:
         moved = f"{abs(now['tau_stop'] - previous['tau_stop']) / abs(previous['tau_stop']):.1e}"
     differ = int((np.load(previous_mask) != np.load(mask)).sum())
-    return f"{previous['seconds']:.1f} | **{previous['seconds'] / now['seconds']:.2f}×** | {moved} | {differ}"
+    return (f"{previous['seconds']:.1f} | {previous['peak_gb']:.2f} | **{previous['seconds'] / now['seconds']:.2f}×** | "
+            f"{moved} | {differ}")
 
 
 def main() -> None:
@@ -103,8 +104,9 @@ def main() -> None:
         tmp = Path(tmp)
         baseline = None if args.baseline == "none" else exported_tree(args.baseline, Path(tempfile.mkdtemp(dir=tmp)))
         print(f"median of {args.runs} runs, reading the scan included; baseline {args.baseline}")
-        print("| model:policy | scan | passes | seconds | peak GB | previous s | speed-up | τ_stop moved | mask voxels differ |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model:policy | scan | passes | seconds | peak GB | previous s | previous peak GB | speed-up | τ_stop moved "
+              "| mask voxels differ |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for config in args.configs:
             for scan in args.scans:
                 previous = baseline and run_child(baseline, config, scan, args.runs, tmp / "previous.npy")
