@@ -2,7 +2,7 @@
 metadata it describes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from itermask.bundle import LAYOUTS, check_modality
 from itermask.errors import ItermaskError
@@ -74,6 +74,10 @@ class TrainConfig:
     def radius(self) -> float:
         """The frequency radius on a ``size`` grid that keeps the paper's physical cut-off (12 on 96² at 2 mm)."""
         return round(PAPER_CUTOFF_PER_MM[self.dims] * self.size * self.spacing_mm, 3)
+
+    def as_json(self, leave_out: tuple[str, ...] = ()) -> dict:
+        """The fields as JSON values (tuples as lists), without those named in ``leave_out``."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in leave_out}
 
     def metadata(self) -> dict:
         if self.method not in LAYOUTS:

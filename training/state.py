@@ -4,7 +4,7 @@ that only the same run resumes from it."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,8 +88,7 @@ class TrainState:
 def run_identity(config: TrainConfig, train_cases: list[Case]) -> dict:
     """What defines a training run, stored in its checkpoint: the configuration and, for every training file (scan
     and masks), its resolved path, size and modification time."""
-    identity = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
-                if k not in _NOT_DEFINING_THE_RUN}
+    identity = config.as_json(leave_out=_NOT_DEFINING_THE_RUN)
     files = [f for c in train_cases for f in (c.image, c.brain_mask, c.lesion_mask) if f is not None]
     identity["data"] = [file_fingerprint(f) for f in files]
     return identity

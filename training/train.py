@@ -2,7 +2,6 @@
 slices, or an IterMask3D unified 3D model on whole volumes."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -161,6 +160,5 @@ def _calibrated(state: TrainState, config: TrainConfig, calibration_cases: list[
     bundle = state.bundle.to("cpu")
     for net in bundle.networks.values():
         net.eval()
-    bundle.metadata["training"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
-                                   if k not in ("output", "source")}
+    bundle.metadata["training"] = config.as_json(leave_out=("output", "source"))
     return recalibrate(bundle, calibration_cases, config.source, config.seed)

@@ -37,13 +37,14 @@ if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask``
 import itermask  # noqa: E402
 from itermask._shared import atomic_file  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
+from itermask.policies import PolicyReport  # noqa: E402
 from IterMaskSlicerLib.sampling import BrainVoxels  # noqa: E402
 
 
-def tau_curves(session) -> dict[str, list[float]]:
+def tau_curves(session, described: PolicyReport) -> dict[str, list[float]]:
     """The τ(t) plot's columns: ``t``, ``tau`` (the τ that made each mask: the shrink path for IterMask3D, else the
-    iterations), ``fit`` (a·tan(b·t), NaN without a fit) and ``tau_stop`` (constant, NaN until known)."""
-    described = session.policy.describe(session)
+    iterations), ``fit`` (a·tan(b·t), NaN without a fit) and ``tau_stop`` (constant, NaN until known); ``described``:
+    the session's policy report."""
     if described.tau_path:
         tau = np.asarray(described.tau_path, float)
     else:
@@ -57,12 +58,11 @@ def tau_curves(session) -> dict[str, list[float]]:
 
 def describe(session) -> dict:
     """What the Slicer side shows of a session (plain JSON)."""
-    current = session.current
-    stop = session.policy.describe(session).tau_stop
+    current, described = session.current, session.policy.describe(session)
     return {"position": session.position, "count": len(session.iterations), "tau": session.tau,
-            "threshold": session.threshold, "tau_stop": stop,
+            "threshold": session.threshold, "tau_stop": described.tau_stop,
             "converged": session.converged, "iteration": current.summary(session.brain_voxels).as_dict() if current else None,
-            "plot": tau_curves(session)}
+            "plot": tau_curves(session, described)}
 
 
 def checkpoint(session: itermask.Session) -> itermask.Session:

@@ -23,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import itermask
 from itermask.io import read_volume
+from itermask.networks import Conv2d, Conv3d
 from itermask.preprocess import prepare_volume
 from itermask.reconstruction import VolumeReconstructor, iteration_noise
 
@@ -45,10 +46,10 @@ def conv_peak(dims: int, repeats: int) -> float:
     """GFLOP/s of a wide convolution of this kind (64 channels on 8 × 96² in 2D, 32 channels on 56 × 48 × 56 in 3D),
     in the memory layout the bundles of that kind run in."""
     if dims == 2:
-        conv = itermask.networks.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+        conv = Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
         x = torch.randn(8, 64, 96, 96).contiguous(memory_format=torch.channels_last)
     else:
-        conv = itermask.networks.Conv3d(32, 32, 3, padding=1)
+        conv = Conv3d(32, 32, 3, padding=1)
         x = torch.randn(1, 32, 56, 48, 56)
     flops = 2 * conv.in_channels * conv.out_channels * conv.weight[0, 0].numel() * x[:, 0].numel()
     return flops / median_seconds(lambda: conv(x), repeats) / 1e9
