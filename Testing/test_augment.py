@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from itermask.cases import Case
+from itermask.metadata import Grid
 from itermask_training.augment import (Augmentation, random_augmentation, random_deformation, random_intensity,
                                        smooth_random_field)
 from itermask_training.data import load_training_set
@@ -20,7 +21,7 @@ def samples(request):
     """The MS patient's FLAIR on a 6 mm grid: its brain slices (2D) or the whole volume (3D)."""
     dims = request.param
     case = Case(MS / "FLAIR.nii.gz", None, MS / "lesion_mask.nii.gz", "train")
-    grid = {"spacing_mm": 6.0, "min_size": [1, 32, 32] if dims == 2 else [32, 32, 32]}
+    grid = Grid(spacing_mm=6.0, min_size=(1, 32, 32) if dims == 2 else (32, 32, 32))
     found = load_training_set([case], grid, dims, divisor=4, min_brain_pixels=100)
     return found.image[:4], found.brain[:4], found.valid[:4]
 

@@ -6,15 +6,16 @@ import torch
 
 import itermask
 from itermask import ItermaskError, ModelBundle
+from itermask.metadata import Grid
 from itermask.preprocess import prepare_volume
 
-GRID = {"spacing_mm": 2.0, "min_size": [1, 96, 96]}
+GRID = Grid(spacing_mm=2.0, min_size=(1, 96, 96))
 
 
 def test_bundle_round_trip_keeps_metadata_and_weights(tiny_model, tmp_path):
     bundle = ModelBundle.load(tiny_model)
     copy = ModelBundle.load(bundle.save(tmp_path / "copy.pt"))
-    assert copy.metadata["calibration"] == bundle.metadata["calibration"]
+    assert copy.metadata == bundle.metadata
     for role in bundle.networks:
         for a, b in zip(bundle.networks[role].state_dict().values(), copy.networks[role].state_dict().values()):
             assert torch.equal(a, b)

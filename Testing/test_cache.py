@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 
 import torch
 
 from itermask.cases import Case
+from itermask.metadata import Grid
 from itermask_training.data import prepared_cases
 
 from conftest import MS
 
-GRID = {"spacing_mm": 6.0, "min_size": [1, 32, 32]}
+GRID = Grid(spacing_mm=6.0, min_size=(1, 32, 32))
 
 
 def entries(folder):
@@ -38,7 +40,7 @@ def test_a_changed_setting_or_file_is_prepared_again(tmp_path):
     shutil.copy(MS / "FLAIR.nii.gz", scan)
     case = Case(scan, None, None, "train")
     fine = prepared_cases([case], GRID, 2, 4, cache=cache)[0]
-    coarser = prepared_cases([case], dict(GRID, spacing_mm=8.0), 2, 4, cache=cache)[0]
+    coarser = prepared_cases([case], replace(GRID, spacing_mm=8.0), 2, 4, cache=cache)[0]
     assert len(entries(cache)) == 2 and len(coarser[0]) < len(fine[0])  # fewer axial slices at 8 mm
     os.utime(scan, ns=(0, 0))  # the scan was replaced: same name, another modification time
     prepared_cases([case], GRID, 2, 4, cache=cache)

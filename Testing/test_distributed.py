@@ -59,7 +59,7 @@ def two_process_run(tmp_path_factory):
 def reconstructions(folder) -> dict[str, torch.Tensor]:
     """Each network's output for a batch of real slices (the calibration scan's), hidden as in training."""
     bundle = ModelBundle.load(folder / "t.pt")
-    samples = load_training_set(read_manifest(folder / "cases.csv")[1:], bundle.metadata["grid"], 2,
+    samples = load_training_set(read_manifest(folder / "cases.csv")[1:], bundle.metadata.grid, 2,
                                 bundle.networks["masked"].divisor)
     batch = training_batch(samples, 8, bundle.metadata, torch.Generator().manual_seed(1), augment=False)
     with torch.no_grad():
@@ -78,7 +78,7 @@ def test_two_processes_train_the_model_one_process_trains(two_process_run, tmp_p
         assert torch.allclose(one[role], two[role], atol=1e-4), role
         assert one[role].abs().max() > 0.5
     a, b = ModelBundle.load(tmp_path / "t.pt").calibration, ModelBundle.load(two_process_run / "t.pt").calibration
-    assert a["tau"] == pytest.approx(b["tau"], rel=1e-4) and a["threshold"] == pytest.approx(b["threshold"], rel=1e-3)
+    assert a.tau == pytest.approx(b.tau, rel=1e-4) and a.threshold == pytest.approx(b.threshold, rel=1e-3)
     assert len(list((two_process_run / "preprocessed").glob("*.npz"))) == 1  # the one training scan, prepared once
     # Only the main process wrote: one log row per step and network, with the loss over the whole batch.
     rows_one = (tmp_path / "training_log.csv").read_text().splitlines()

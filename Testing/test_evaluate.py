@@ -12,6 +12,7 @@ from itermask import Session, load_model
 from itermask.cli import main
 from itermask.errors import ItermaskError
 from itermask.io import read_volume, write_nifti
+from itermask.metadata import Method
 
 TINY_3D = ("--dims", "3", "--batch-size", "2", "--channels", "8", "16", "32", "--size", "32", "--lr", "3e-3")
 
@@ -25,9 +26,9 @@ def tiny_dae(tmp_path_factory):
 def test_a_baseline_bundle_is_a_one_network_model_that_sessions_refuse(tiny_dae, ms_flair):
     bundle = load_model(tiny_dae)
     assert bundle.method == "dae" and list(bundle.networks) == ["denoiser"]
-    assert bundle.metadata["method"] == {"name": "dae", "noise": "positive", "noise_sd": 1.2, "noise_cell_mm": 15.0}
+    assert bundle.metadata.method == Method(name="dae", noise="positive", noise_sd=1.2, noise_cell_mm=15.0)
     assert bundle.networks["denoiser"].down[0][0].in_channels == 1          # the image alone
-    assert bundle.calibration["threshold"] > 0 and "tau" not in bundle.calibration
+    assert bundle.calibration.threshold > 0 and bundle.calibration.tau is None
     image, affine, brain = ms_flair
     with pytest.raises(ItermaskError, match="DAE baseline for evaluation"):
         Session(bundle, image, affine, brain)
@@ -74,9 +75,9 @@ def test_evaluate_scores_every_method_without_looking_at_labels_for_thresholds(t
         assert 0 <= float(real["dice"]) <= float(real["oracle_dice"]) <= 1
         assert float(real["auroc"]) > max(0.5, float(shifted["auroc"]))
     model, dae = load_model(tiny_model_3d), load_model(tiny_dae)
-    assert float(by["real_label", "tiny-dae"]["threshold"]) == pytest.approx(dae.calibration["threshold"])
+    assert float(by["real_label", "tiny-dae"]["threshold"]) == pytest.approx(dae.calibration.threshold)
     assert float(by["real_label", "intensity threshold"]["threshold"]) == pytest.approx(
-        model.calibration["intensity_threshold"])
+        model.calibration.intensity_threshold)
     iterm = by["real_label", "tiny-flair-3d itermask3d"]
     assert float(iterm["threshold"]) == pytest.approx(float(iterm["tau_stop"]))     # the subject's own τ_stop
     for method in methods[:3]:                             # reconstructions are scored over the healthy brain

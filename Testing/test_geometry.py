@@ -5,11 +5,12 @@ import torch
 
 from itermask.geometry import ModelGrid
 from itermask.io import read_volume
+from itermask.metadata import Grid
 from itermask.preprocess import prepare_volume
 
 from conftest import MS, brats
 
-GRID = {"spacing_mm": 2.0, "min_size": [1, 96, 96]}
+GRID = Grid(spacing_mm=2.0, min_size=(1, 96, 96))
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

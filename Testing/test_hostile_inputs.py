@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -24,6 +25,7 @@ from itermask import ItermaskError, ModelBundle, Session, load_model
 from itermask.cli import json_safe, main
 from itermask.cohort import partial_folder, remove_stale_partials, write_summary
 from itermask.io import read_volume
+from itermask.metadata import Calibration
 from itermask.preprocess import mask_on_image_grid
 from itermask.rules import reconstruction_error
 from itermask_training.config import TrainConfig
@@ -38,8 +40,8 @@ def save_bundle(path: Path, **policy) -> Path:
     run takes seconds. ``policy`` overrides its policy settings (3 iterations at most by default)."""
     metadata = TrainConfig(source="", output="", name="untrained", modality="FLAIR", channels=(4, 8),
                            spacing_mm=6.0, size=32).metadata()
-    metadata["policy"].update({"max_iterations": 3, **policy})
-    metadata["calibration"] = {"tau": 0.5, "threshold": 1.0}
+    metadata = replace(metadata, policy=replace(metadata.policy, **{"max_iterations": 3, **policy}),
+                       calibration=Calibration(tau=0.5, threshold=1.0))
     torch.manual_seed(0)
     return ModelBundle.create(metadata).save(path)
 

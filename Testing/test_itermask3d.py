@@ -21,16 +21,17 @@ def bundle(tiny_model_3d):
 def test_a_3d_bundle_records_its_grid_masks_and_healthy_reference(bundle):
     meta = bundle.metadata
     assert bundle.dims == 3 and set(bundle.networks) == {"unified"}
-    assert meta["grid"]["spacing_mm"] == 4.0 and meta["masks"]["cells_mm"] == [2.0, 4.0, 8.0]
-    assert meta["policy"]["default"] == "itermask3d" and 0 < meta["masks"]["whole_brain_fraction"] < 1
-    healthy = bundle.calibration["healthy_scans"]
+    assert meta.grid.spacing_mm == 4.0 and meta.masks.cells_mm == (2.0, 4.0, 8.0)
+    assert meta.policy.default == "itermask3d" and 0 < meta.masks.whole_brain_fraction < 1
+    healthy = bundle.calibration.healthy_scans
     assert set(healthy) == {"itermask2", "itermask3d"} and len(healthy["itermask3d"]) == 1
-    assert bundle.calibration["threshold"] > bundle.calibration["tau"] > 0
+    assert healthy["itermask3d"][0].tau_stop > 0 and healthy["itermask2"][0].tau_stop is None
+    assert bundle.calibration.threshold > bundle.calibration.tau > 0
 
 
 def test_3d_training_batches_are_whole_volumes_some_wholly_hidden(tiny_model_3d, bundle):
     cases = [c for c in read_manifest(tiny_model_3d.parent / "cases.csv") if c.split == "train"]
-    volumes = load_training_set(cases, bundle.metadata["grid"], 3, divisor=4)
+    volumes = load_training_set(cases, bundle.metadata.grid, 3, divisor=4)
     assert volumes.dims == 3 and len(volumes) == 2
     gen = torch.Generator().manual_seed(0)
     whole = training_batch(volumes, 2, bundle.metadata, gen, whole_brain_fraction=1.0)
@@ -59,7 +60,7 @@ def test_a_3d_subject_specific_run_shrinks_towards_the_anomaly_and_stops(bundle,
     assert float((hidden & blob).sum()) / blob.sum() > 0.5  # and most of the anomaly is still hidden
     # The segmentation is the final anomaly map thresholded at the subject's own τ_stop (no healthy calibration
     # data), so it agrees with the final mask and, like it, holds the anomaly.
-    assert result.threshold == result.policy.tau_stop != bundle.calibration["threshold"]
+    assert result.threshold == result.policy.tau_stop != bundle.calibration.threshold
     segmentation = result.mask.astype(bool)
     assert 2 * float((segmentation & hidden).sum()) / (segmentation.sum() + hidden.sum()) > 0.6
     assert float((segmentation & blob).sum()) / blob.sum() > 0.5

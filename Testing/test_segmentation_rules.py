@@ -12,16 +12,20 @@ import numpy as np
 import pytest
 
 from itermask import ModelBundle, Session, rules, thresholding
+from itermask.metadata import BundleMetadata
 from itermask_evaluation import tables, validation
 
 from conftest import brats
 
 
 def _with_metadata(path, tmp_path, name: str, **changes):
-    """The bundle at ``path`` with top-level metadata entries changed, saved as ``tmp_path/<name>.pt``."""
+    """The bundle at ``path`` with top-level entries of its metadata JSON changed (an object is merged into the one
+    there), saved as ``tmp_path/<name>.pt``."""
     bundle = ModelBundle.load(path)
+    data = bundle.metadata.to_json()
     for key, value in changes.items():
-        bundle.metadata[key] = value if not isinstance(value, dict) else {**bundle.metadata.get(key, {}), **value}
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    bundle.metadata = BundleMetadata.from_json(data)
     return bundle.save(tmp_path / f"{name}.pt")
 
 
@@ -49,16 +53,17 @@ def test_a_bundle_segments_with_its_recorded_rule_under_its_policy_only(tiny_mod
 def test_a_session_takes_the_bundles_default_policy(tiny_model_3d, scan):
     image, affine, brain, _ = scan
     bundle = ModelBundle.load(tiny_model_3d)
-    assert Session(bundle, image, affine, brain, device="cpu").policy.name == bundle.metadata["policy"]["default"]
+    assert Session(bundle, image, affine, brain, device="cpu").policy.name == bundle.metadata.policy.default
 
 
 def test_an_absurd_tau_stop_is_replaced_and_reported_on_one_line(tiny_model_3d, tmp_path):
     """A shrink path whose τ_stop lies 10⁴× below every healthy calibration scan's: the healthy τ_stop is used
     instead, and report.json and the command line both say so."""
     bundle = ModelBundle.load(tiny_model_3d)
-    healthy = [{**scan, "tau_stop": 1e4} for scan in bundle.calibration["healthy_scans"]["itermask3d"]]
+    scans = bundle.calibration.to_json()["healthy_scans"]
+    healthy = [{**scan, "tau_stop": 1e4} for scan in scans["itermask3d"]]
     path = _with_metadata(tiny_model_3d, tmp_path, "odd-healthy",
-                          calibration={"healthy_scans": {**bundle.calibration["healthy_scans"], "itermask3d": healthy}})
+                          calibration={"healthy_scans": {**scans, "itermask3d": healthy}})
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "itermask.cli", "segment", str(brats("0006")), "--brain-mask",
                           str(brats("0006", "brainmask")), "--model", str(path), "--policy", "itermask3d",
@@ -104,8 +109,8 @@ def test_validation_scores_leave_one_out_and_applies_its_choice(tiny_model, tiny
     assert json.loads((models / "defaults.json").read_text()) == {"FLAIR": choice["default"]}
     chosen = choice["bundles"][choice["default"]]
     recorded = ModelBundle.load(models / f"{choice['default']}.pt").metadata
-    assert recorded["segmentation"]["anomaly"] == chosen["anomaly"]
-    assert recorded["policy"]["default"] == chosen["policy"]
+    assert recorded.segmentation.anomaly == chosen["anomaly"]
+    assert recorded.policy.default == chosen["policy"]
 
     out = tmp_path / "out"
     env = {**os.environ, "ITERMASK_MODEL_PATH": str(models)}
@@ -114,7 +119,7 @@ def test_validation_scores_leave_one_out_and_applies_its_choice(tiny_model, tiny
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     report = json.loads((out / "Flair_subtrMeanDivStd" / "report.json").read_text())
-    assert report["model"] == recorded["name"] and report["policy"] == chosen["policy"]
+    assert report["model"] == recorded.name and report["policy"] == chosen["policy"]
     assert report["segmentation_rule"]["anomaly"] == chosen["anomaly"]
     if chosen["threshold"] is not None:
         assert report["threshold"] == pytest.approx(chosen["threshold"])

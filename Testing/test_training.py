@@ -7,11 +7,12 @@ import torch
 from itermask import ModelBundle
 from itermask.cases import read_cases, read_manifest
 from itermask.cli import main
+from itermask.metadata import Grid
 from itermask_training.data import load_training_set
 
 from conftest import MS, brats
 
-GRID = {"spacing_mm": 6.0, "min_size": [1, 32, 32]}
+GRID = Grid(spacing_mm=6.0, min_size=(1, 32, 32))
 
 
 def manifest(folder):
@@ -51,8 +52,8 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path):
     for role in a.networks:
         for x, y in zip(a.networks[role].state_dict().values(), b.networks[role].state_dict().values()):
             assert torch.allclose(x, y, atol=1e-6)
-    assert a.calibration == b.calibration and a.calibration["tau"] > 0
-    assert a.metadata["training"]["data"] == [os.path.relpath(MS / "FLAIR.nii.gz", straight)]
+    assert a.calibration == b.calibration and a.calibration.tau > 0
+    assert a.metadata.training["data"] == [os.path.relpath(MS / "FLAIR.nii.gz", straight)]
 
 
 def test_a_folder_of_scans_with_mask_files_beside_them_is_read_as_cases(tmp_path):
@@ -145,5 +146,5 @@ def test_calibrate_measures_again_what_training_measured(tmp_path, capsys):
                  "-o", str(tmp_path / "again.pt")]) == 0
     assert capsys.readouterr().out.strip().endswith(f"wrote {tmp_path / 'again.pt'}")
     a, b = ModelBundle.load(trained), ModelBundle.load(tmp_path / "again.pt")
-    assert a.calibration == b.calibration and a.calibration["threshold"] > 0
-    assert b.metadata["training"]["calibration_data"] == a.metadata["training"]["calibration_data"]
+    assert a.calibration == b.calibration and a.calibration.threshold > 0
+    assert b.metadata.training["calibration_data"] == a.metadata.training["calibration_data"]

@@ -78,7 +78,7 @@ def _bundle(name: str):
 
 def _frequency_only(bundle, manifest: str, seed: int) -> OneShot:
     healthy = [c for c in read_cases(MANIFESTS / manifest) if c.split == "calibration"]
-    return OneShot(bundle, calibrate_one_shot(bundle, healthy, seed)["threshold"],
+    return OneShot(bundle, calibrate_one_shot(bundle, healthy, seed).threshold,
                    label=f"{bundle.name} frequency only (ablation)")
 
 
@@ -93,7 +93,7 @@ def segmentation_methods(modality: str, seed: int) -> list:
         methods += [_frequency_only(m3, "flair.csv", seed),
                     IterMask(_bundle("flair-3d-spatial-only"), "itermask3d", "spatial only (ablation, 3D)")]
     methods += _baselines(modality)
-    methods.append(IntensityThreshold(m3.calibration["intensity_threshold"]))
+    methods.append(IntensityThreshold(m3.calibration.intensity_threshold))
     return methods
 
 
@@ -153,7 +153,7 @@ def run_t1_synthetic(out: Path, seed: int) -> None:
     t1 = load_model("t1-3d")
     methods = [IterMask(t1, "itermask3d", "IterMask3D (t1-3d)"),
                IterMask(load_model("t1-2d"), "itermask2", "IterMask² (t1-2d)"),
-               IntensityThreshold(t1.calibration["intensity_threshold"])]
+               IntensityThreshold(t1.calibration.intensity_threshold)]
     evaluate_cases(methods, t1_synthetic_cases(), out / "t1-synthetic", seed)
 
 

@@ -24,18 +24,18 @@ def build_methods(models: list[str], policies: list[str] | None, intensity: bool
         if bundle.method != "itermask":
             methods.append(OneShot(bundle))
             continue
-        for policy in policies or [bundle.metadata["policy"]["default"]]:
+        for policy in policies or [bundle.metadata.policy.default]:
             methods.append(IterMask(bundle, policy))
         if frequency_only:
             if not calibration_data:
                 raise ItermaskError("--frequency-only needs --calibration-data (healthy scans for its threshold)")
             healthy = [c for c in read_cases(calibration_data, bundle.modality) if c.split == "calibration"]
-            threshold = calibrate_one_shot(bundle, healthy, seed)["threshold"]
+            threshold = calibrate_one_shot(bundle, healthy, seed).threshold
             methods.append(OneShot(bundle, threshold, label=f"{bundle.name} frequency only"))
     if intensity:
         if not itermask:
             raise ItermaskError("--intensity takes its calibrated threshold from an IterMask model; pass one")
-        methods.append(IntensityThreshold(itermask[0].calibration["intensity_threshold"]))
+        methods.append(IntensityThreshold(itermask[0].calibration.intensity_threshold))
     return methods
 
 

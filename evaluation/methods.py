@@ -77,12 +77,12 @@ class OneShot:
 
     def __init__(self, bundle: ModelBundle, threshold: float | None = None, label: str | None = None):
         self.bundle = bundle
-        self.threshold = float(bundle.calibration["threshold"] if threshold is None else threshold)
+        self.threshold = float(bundle.calibration.threshold if threshold is None else threshold)
         self.label = label or bundle.name
 
     def run(self, case: CaseVolumes, seed: int = 0) -> MethodResult:
         start = time.perf_counter()
-        prepared = prepare_volume(case.image, case.affine, case.brain, self.bundle.metadata["grid"],
+        prepared = prepare_volume(case.image, case.affine, case.brain, self.bundle.metadata.grid,
                                   self.bundle.grid_divisor)
         reconstruction = one_shot_reconstruction(self.bundle, prepared, seed)
         error = torch.where(prepared.brain, (reconstruction - prepared.image) ** 2, torch.zeros(()))

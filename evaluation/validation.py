@@ -18,7 +18,7 @@ on the same maps:
 
 The labelled calibration scans (whose healthy tissue calibrated the bundles) help tune thresholds but are not
 scored. A modality's default is the IterMask configuration and rule with the best mean Dice over its validation
-scans; ``--apply`` writes it into the bundle (``metadata["segmentation"]``, the threshold now tuned on every
+scans; ``--apply`` writes it into the bundle (``metadata.segmentation``, the threshold now tuned on every
 labelled development scan) and names the bundle in ``defaults.json`` beside the bundles.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from itermask._shared import atomic_file, voxel_ml, write_csv
 from itermask.bundle import ModelBundle
 from itermask.cases import Case, read_case, read_cases
 from itermask.discovery import DEFAULTS_FILE, model_directories
+from itermask.metadata import SegmentationChoice
 from itermask.normalize import iterative_zscore
 from itermask.preprocess import brain_mask_or_nonzero
 from itermask.rules import reconstruction_error
@@ -101,7 +102,7 @@ def bundle_key(path: Path) -> str:
     """What a run depends on in a bundle — its weights and calibration — hashed, so that recording a chosen rule in
     the bundle (``--apply``) does not invalidate the cached runs."""
     bundle = load_model(path)
-    digest = hashlib.sha1(json.dumps(bundle.calibration, sort_keys=True).encode())
+    digest = hashlib.sha1(json.dumps(bundle.calibration.to_json(), sort_keys=True).encode())
     for role in sorted(bundle.networks):
         for tensor in bundle.networks[role].state_dict().values():
             digest.update(tensor.numpy().tobytes())
@@ -136,7 +137,7 @@ class ScanMaps:
         return {"squared": session.anomaly_map(), "bright": prepared.map_to_input(bright),
                 "final_mask": prepared.mask_to_input(last.mask).astype(bool),
                 "policy_threshold": session.policy.default_threshold(session),
-                "calibrated_threshold": bundle.calibration["threshold"],
+                "calibrated_threshold": bundle.calibration.threshold,
                 "subject_threshold": _released_first_threshold(session),
                 "tau_stop_replaced": bool(getattr(session.policy.describe(session).stop, "fallback", None)),
                 "seconds": time.perf_counter() - start}
@@ -170,7 +171,7 @@ def evaluate_modality(modality: str, models: Path, cache: Path, seed: int = 0,
     scans = development_scans(modality, manifests)
     bundles = {dims: models / f"{modality}-{dims}d.pt" for dims in (2, 3)}
     configurations = [(bundles[2], "itermask2"), (bundles[3], "itermask3d")]
-    healthy_k = load_model(bundles[3]).calibration["intensity_threshold"]
+    healthy_k = load_model(bundles[3]).calibration.intensity_threshold
     curves, fixed, info = {}, {}, {}  # (configuration label, rule) → scan → counts
     for scan in scans:
         truth, brain, z, voxel_ml = truth_and_brain(scan)
@@ -262,7 +263,7 @@ def _choices(modality: str, rows: list[dict], curves: dict, bundles: dict) -> di
             threshold = float(THRESHOLDS["map"][_tuned_index(by_scan, list(by_scan))])
         elif rule == "healthy-calibrated":
             path = next(p for p in bundles.values() if p.stem == name)
-            threshold = float(load_model(path).calibration["threshold"])
+            threshold = float(load_model(path).calibration.threshold)
         anomaly = RULES[rule][0] if rule in RULES else "squared"
         choice["bundles"][name] = {"policy": policy, "anomaly": anomaly, "threshold": threshold, "rule": rule,
                                    "validation_dice": round(m["dice"], 4), "validation_scans": m["scans"]}
@@ -305,11 +306,12 @@ def apply(choices: dict, models: Path) -> None:
         for name, chosen in choice["bundles"].items():
             path = models / f"{name}.pt"
             bundle = ModelBundle.load(path)
-            bundle.metadata["policy"]["default"] = chosen["policy"]
             source = ("tuned for the best mean Dice on the labelled development scans "
                       f"({chosen['validation_scans']} validation + labelled calibration scans)"
                       if chosen["threshold"] is not None else "the policy's own")
-            bundle.metadata["segmentation"] = dict(chosen, source=source, chosen_by="itermask_evaluation.validation")
+            segmentation = SegmentationChoice(**chosen, source=source, chosen_by="itermask_evaluation.validation")
+            bundle.metadata = replace(bundle.metadata, segmentation=segmentation,
+                                      policy=replace(bundle.metadata.policy, default=chosen["policy"]))
             bundle.save(path)
         defaults[modality.upper()] = choice["default"]
     defaults_path.write_text(json.dumps(defaults, indent=1) + "\n")

@@ -6,6 +6,7 @@ segmentation threshold and the healthy scan scores are the core's (:mod:`itermas
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from itermask.bundle import ModelBundle
 from itermask.cases import Case, as_listed
+from itermask.metadata import Calibration
 from itermask.reconstruction import network_input
 from itermask.thresholding import calibrate_one_shot, calibrate_threshold
 
@@ -27,20 +29,21 @@ def recalibrate(bundle: ModelBundle, cases: list[Case], source: str | Path, seed
     """``bundle`` with its ``calibration`` measured on the healthy ``cases`` (:func:`calibrate` for an IterMask bundle,
     the one-shot threshold for an AE/DAE baseline) and their paths, as ``source`` (the manifest or folder) lists
     them, recorded as its ``training.calibration_data``."""
-    calibration = calibrate if bundle.method == "itermask" else calibrate_one_shot
-    bundle.metadata["calibration"] = calibration(bundle, cases, seed)
-    bundle.metadata.setdefault("training", {})["calibration_data"] = [as_listed(c.image, source) for c in cases]
+    calibration = (calibrate if bundle.method == "itermask" else calibrate_one_shot)(bundle, cases, seed)
+    training = dict(bundle.metadata.training or {}, calibration_data=[as_listed(c.image, source) for c in cases])
+    bundle.metadata = replace(bundle.metadata, calibration=calibration, training=training)
     return bundle
 
 
-def calibrate(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int = 4) -> dict:
-    """τ, the segmentation threshold, the intensity-baseline threshold and the healthy scan scores."""
+def calibrate(bundle: ModelBundle, cases: list[Case], seed: int, rounds: int = 4) -> Calibration:
+    """τ, the segmentation threshold, the intensity-baseline threshold and the healthy scan scores. Leaves
+    ``bundle`` with the τ found and a threshold of 0, which :func:`recalibrate` replaces."""
     tau_part = _hidden_voxel_errors(bundle, cases, seed, rounds)
     # The runs below use the τ just found; the segmentation threshold plays no part in a run, 0 stands in for it.
-    bundle.metadata["calibration"] = {"tau": tau_part["tau"], "threshold": 0.0}
-    return dict(tau_part, **calibrate_threshold(bundle, cases, seed),
-                method="tau: percentile of healthy hidden-voxel errors under random training masks; threshold: "
-                       "percentile of healthy voxels of final anomaly maps of full IterMask² runs")
+    bundle.metadata = replace(bundle.metadata, calibration=Calibration(tau=tau_part["tau"], threshold=0.0))
+    return Calibration(**tau_part, **calibrate_threshold(bundle, cases, seed),
+                       method="tau: percentile of healthy hidden-voxel errors under random training masks; threshold: "
+                              "percentile of healthy voxels of final anomaly maps of full IterMask² runs")
 
 
 @torch.inference_mode()
@@ -49,7 +52,7 @@ def _hidden_voxel_errors(bundle: ModelBundle, cases: list[Case], seed: int, roun
     (never wholly); the intensity baseline's threshold from the same data. Each sample gets ``rounds`` fresh masks."""
     role = bundle.masked_role
     net = bundle.networks[role]
-    samples = load_training_set(cases, bundle.metadata["grid"], bundle.dims, net.divisor)
+    samples = load_training_set(cases, bundle.metadata.grid, bundle.dims, net.divisor)
     gen = torch.Generator().manual_seed(seed + 1)
     chunk = 32 if bundle.dims == 2 else 1
     errors = []

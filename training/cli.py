@@ -1,7 +1,7 @@
 """``itermask train``: registered into the core CLI through the ``itermask.commands`` entry point."""
 from __future__ import annotations
 
-from itermask.bundle import MODALITIES
+from itermask.metadata import MODALITIES
 from itermask.cohort import process_rank
 from itermask.errors import ItermaskError
 
@@ -34,8 +34,8 @@ def _cmd_calibrate(args) -> int:
     if not cases:
         raise ItermaskError(f"{args.data} has no calibration case")
     recalibrate(bundle, cases, args.data, args.seed)
-    tau = bundle.calibration.get("tau")  # one-shot baselines have no τ
-    print(("" if tau is None else f"tau {tau:.4g}, ") + f"threshold {bundle.calibration['threshold']:.4g}; "
+    tau = bundle.calibration.tau  # one-shot baselines have no τ
+    print(("" if tau is None else f"tau {tau:.4g}, ") + f"threshold {bundle.calibration.threshold:.4g}; "
           f"wrote {bundle.save(args.output)}")
     return 0
 

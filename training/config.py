@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from itermask.bundle import LAYOUTS, check_modality
 from itermask.errors import ItermaskError
+from itermask.metadata import (LAYOUTS, POLICY_FOR_DIMS, Architecture, BundleMetadata, FrequencyFilter, Grid, Method,
+                               PolicySettings, SliceMasks, VolumeMasks, check_modality)
 
 # The paper's frequency cut-off in cycles per mm: radius 15 on 128² slices of ≈1.875 mm (2D), on 192³ at 1 mm (3D).
 PAPER_CUTOFF_PER_MM = {2: 15 / (128 * 1.875), 3: 15 / 192}
@@ -68,7 +69,7 @@ class TrainConfig:
         for name, default in DEFAULTS_BY_DIMS[self.dims].items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
-        self.channels = tuple(self.channels)
+        self.channels, self.mask_cells_mm = tuple(self.channels), tuple(self.mask_cells_mm)
 
     @property
     def radius(self) -> float:
@@ -79,28 +80,22 @@ class TrainConfig:
         """The fields as JSON values (tuples as lists), without those named in ``leave_out``."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in leave_out}
 
-    def metadata(self) -> dict:
+    def metadata(self) -> BundleMetadata:
+        """The metadata of the bundle this run trains, not yet calibrated."""
         if self.method not in LAYOUTS:
-            raise ValueError(f"unknown method {self.method!r} (choose from {', '.join(LAYOUTS)})")
+            raise ItermaskError(f"unknown method {self.method!r} (choose from {', '.join(LAYOUTS)})")
         if self.dims == 2:
-            min_size = [1, self.size, self.size]
-            masks = {"patches": 1000, "sides": [4, 8, 16], "coarse_px": self.mask_coarse_px}
+            min_size = (1, self.size, self.size)
+            masks = SliceMasks(coarse_px=self.mask_coarse_px)
         else:
-            min_size = [self.size] * 3
-            masks = {"points": 100_000, "cells_mm": list(self.mask_cells_mm),
-                     "whole_brain_fraction": self.whole_brain_fraction}
-        method = {"name": self.method}
-        if self.method == "dae":
-            method.update(noise=self.dae_noise, noise_sd=self.dae_noise_sd, noise_cell_mm=self.dae_noise_cell_mm)
-        return {
-            "name": self.name, "modality": check_modality(self.modality), "dims": self.dims,
-            "networks": list(LAYOUTS[self.method][self.dims]), "method": method,
-            "architecture": {"name": "unet", "channels": list(self.channels), "skips": self.method != "ae"},
-            "grid": {"spacing_mm": self.spacing_mm, "min_size": min_size, "orientation": "RAS axial"},
-            "normalisation": "iterative-zscore",
-            "frequency": {"radius": self.radius, "reference_size": self.size, "masked_input": self.frequency},
-            "policy": {"default": "itermask2" if self.dims == 2 else "itermask3d", "first_unmask_fraction": 0.4,
-                       "min_shrink": 0.01, "max_iterations": 50, "gamma": 0.05, "path_step_fraction": 0.01},
-            "masks": masks,
-            "calibration": {},
-        }
+            min_size = (self.size,) * 3
+            masks = VolumeMasks(cells_mm=self.mask_cells_mm, whole_brain_fraction=self.whole_brain_fraction)
+        noise = (dict(noise=self.dae_noise, noise_sd=self.dae_noise_sd, noise_cell_mm=self.dae_noise_cell_mm)
+                 if self.method == "dae" else {})
+        return BundleMetadata(
+            name=self.name, modality=check_modality(self.modality), dims=self.dims,
+            networks=LAYOUTS[self.method][self.dims], method=Method(name=self.method, **noise),
+            architecture=Architecture(channels=self.channels, skips=self.method != "ae"),
+            grid=Grid(spacing_mm=self.spacing_mm, min_size=min_size),
+            frequency=FrequencyFilter(radius=self.radius, reference_size=self.size, masked_input=self.frequency),
+            policy=PolicySettings(default=POLICY_FOR_DIMS[self.dims]), masks=masks)

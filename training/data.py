@@ -13,6 +13,7 @@ import itermask.normalize
 import itermask.preprocess
 from itermask.bundle import grid_divisor
 from itermask.cases import Case, healthy_region, read_case
+from itermask.metadata import Grid
 from itermask.preprocess import prepare_volume
 
 from .cache import cached_arrays, entry_key
@@ -35,13 +36,13 @@ class TrainingSet:
         return self.image.dim() - 1
 
 
-def prepare_case(case: Case, grid_config: dict, dims: int, divisors: tuple[int, ...],
+def prepare_case(case: Case, grid: Grid, dims: int, divisors: tuple[int, ...],
                  min_brain_pixels: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One case exactly as inference prepares it, as samples (N, *spatial): image, brain and valid (brain minus
     the lesion, see :func:`itermask.cases.healthy_region`). A 2D model gets the axial slices with at least ``min_brain_pixels``
     brain pixels, a 3D model the whole volume (N = 1)."""
     volumes = read_case(case)
-    prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid_config, divisors)
+    prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, grid, divisors)
     triple = (prepared.image, prepared.brain, healthy_region(prepared, volumes, dims))
     if dims == 2:
         keep = prepared.brain.sum(dim=(1, 2)) >= min_brain_pixels
@@ -49,24 +50,23 @@ def prepare_case(case: Case, grid_config: dict, dims: int, divisors: tuple[int, 
     return tuple(v[None] for v in triple)
 
 
-def prepared_cases(cases: list[Case], grid_config: dict, dims: int, divisor: int, min_brain_pixels: int = 200,
+def prepared_cases(cases: list[Case], grid: Grid, dims: int, divisor: int, min_brain_pixels: int = 200,
                    cache: Path | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """:func:`prepare_case` of every case, read from the ``cache`` folder where it is there and stored there where it
     is not (see :mod:`.cache`), so later runs skip preprocessing."""
     divisors = grid_divisor(dims, divisor)
-    settings = {"grid": grid_config, "dims": dims, "divisors": list(divisors), "min_brain_pixels": min_brain_pixels}
+    settings = {"grid": grid.to_json(), "dims": dims, "divisors": list(divisors), "min_brain_pixels": min_brain_pixels}
     return [cached_arrays(cache, entry_key([case.image, case.brain_mask, case.lesion_mask], settings, CODE),
-                          lambda case=case: prepare_case(case, grid_config, dims, divisors, min_brain_pixels))
+                          lambda case=case: prepare_case(case, grid, dims, divisors, min_brain_pixels))
             for case in cases]
 
 
-def load_training_set(cases: list[Case], grid_config: dict, dims: int, divisor: int,
+def load_training_set(cases: list[Case], grid: Grid, dims: int, divisor: int,
                       min_brain_pixels: int = 200, cache: Path | None = None) -> TrainingSet:
     """Every case prepared (:func:`prepared_cases`), all zero-padded to one common shape (at least the grid's
     ``min_size``). The lesion is excluded from the loss and hidden from the model's input."""
-    samples = prepared_cases(cases, grid_config, dims, divisor, min_brain_pixels, cache)
-    shape = [max(m, *(s[0].shape[axis + 1] for s in samples))
-             for axis, m in enumerate(grid_config["min_size"][3 - dims:])]
+    samples = prepared_cases(cases, grid, dims, divisor, min_brain_pixels, cache)
+    shape = [max(m, *(s[0].shape[axis + 1] for s in samples)) for axis, m in enumerate(grid.min_size[3 - dims:])]
     return TrainingSet(*(torch.cat([pad_to(s[i], shape) for s in samples]) for i in range(3)))
 
 

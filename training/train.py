@@ -2,6 +2,7 @@
 slices, or an IterMask3D unified 3D model on whole volumes."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -82,7 +83,7 @@ def _training_samples(cases: list[Case], state: TrainState, process: Process, ca
     """Every training case on the model grid; under torchrun each process first prepares its share into the
     ``cache``, then all read all."""
     bundle = state.bundle
-    divisor, grid = bundle.networks[bundle.masked_role].divisor, bundle.metadata["grid"]
+    divisor, grid = bundle.networks[bundle.masked_role].divisor, bundle.metadata.grid
     if process.world > 1:
         prepared_cases(shard(cases, process.rank, process.world), grid, bundle.dims, divisor, cache=cache)
         process.barrier()
@@ -160,5 +161,5 @@ def _calibrated(state: TrainState, config: TrainConfig, calibration_cases: list[
     bundle = state.bundle.to("cpu")
     for net in bundle.networks.values():
         net.eval()
-    bundle.metadata["training"] = config.as_json(leave_out=("output", "source"))
+    bundle.metadata = replace(bundle.metadata, training=config.as_json(leave_out=("output", "source")))
     return recalibrate(bundle, calibration_cases, config.source, config.seed)

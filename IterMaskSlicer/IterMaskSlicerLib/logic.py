@@ -40,8 +40,8 @@ def model_file(name_or_path) -> str:
 
 
 def default_policy(name_or_path) -> str:
-    """The policy a bundle recommends (its ``metadata["policy"]["default"]``), read without torch."""
-    return read_metadata(model_file(name_or_path))["policy"].get("default", "itermask2")
+    """The policy a bundle recommends (its ``metadata.policy.default``), read without torch."""
+    return read_metadata(model_file(name_or_path)).policy.default
 
 
 class IterMaskLogic:

@@ -144,8 +144,8 @@ class Worker:
         model = self.session.model
         self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},
                    model={"name": model.name, "dims": model.dims, "calibration": {
-                       k: model.calibration.get(k) for k in ("tau", "tau_percentile", "threshold",
-                                                             "threshold_percentile")}})
+                       k: getattr(model.calibration, k) for k in ("tau", "tau_percentile", "threshold",
+                                                                  "threshold_percentile")}})
 
     def cmd_step(self, request: dict) -> None:
         computed = len(self.session.iterations)

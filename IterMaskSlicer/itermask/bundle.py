@@ -5,30 +5,22 @@ Layout of the file (a plain ``torch.save`` of a dict, so loading runs no code)::
     {"itermask_bundle": "<JSON metadata>", "weights": {"<network>.<parameter>": tensor, ...}}
 
 The metadata records everything needed to reproduce a result: architecture, dims, modality, model grid and spacing,
-normalisation, frequency radius, policy settings, calibration (τ, segmentation threshold), training provenance.
+normalisation, frequency radius, policy settings, calibration (τ, segmentation threshold), training provenance; it
+is read into the typed :class:`~itermask.metadata.BundleMetadata`.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import torch
 
-from .discovery import (BUNDLE_SUFFIX, MODALITIES, available_models, check_modality,  # noqa: F401 (re-exported)
-                        default_model_name, model_directories)
 from ._shared import atomic_file
+from .discovery import BUNDLE_SUFFIX, available_models, parse_metadata
 from .errors import ItermaskError
+from .metadata import BundleMetadata
 from .networks import UNet
-
-FORMAT_VERSION = 1
-# The networks of each method by dims, in a fixed order (the last is the one that reconstructs hidden images).
-LAYOUTS = {"itermask": {2: ("first", "masked"), 3: ("unified",)},
-           "ae": {2: ("autoencoder",), 3: ("autoencoder",)},
-           "dae": {2: ("denoiser",), 3: ("denoiser",)}}
-_REQUIRED = ("name", "modality", "dims", "networks", "architecture", "grid", "normalisation", "frequency", "policy",
-             "calibration")
 
 
 class ModelBundle:
@@ -36,34 +28,33 @@ class ModelBundle:
 
     ``networks`` maps a role to a UNet: 2D IterMask² bundles have ``"first"`` (input ``x_f`` only, used on the fully
     masked first iteration) and ``"masked"`` (input ``[x̂, x_f]``, or ``[x̂]`` for the spatial-only ablation, whose
-    ``frequency.masked_input`` is false); IterMask3D bundles have ``"unified"``. The evaluation baselines (``method`` ``ae`` or
-    ``dae``) have one network, ``"autoencoder"`` or ``"denoiser"``, that sees the image alone.
+    ``frequency.masked_input`` is false); IterMask3D bundles have ``"unified"``. The evaluation baselines
+    (``method`` ``ae`` or ``dae``) have one network, ``"autoencoder"`` or ``"denoiser"``, that sees the image alone.
+
+    ``metadata`` is typed (:mod:`itermask.metadata`) and frozen: change it with ``dataclasses.replace``, e.g.
+    ``bundle.metadata = replace(bundle.metadata, calibration=calibration)``, then :meth:`save`.
     """
 
-    def __init__(self, metadata: dict, networks: dict[str, UNet]):
+    def __init__(self, metadata: BundleMetadata, networks: dict[str, UNet]):
         self.metadata = metadata
         self.networks = networks
 
-    name = property(lambda self: self.metadata["name"])
-    modality = property(lambda self: self.metadata["modality"])
-    dims = property(lambda self: int(self.metadata["dims"]))
-    calibration = property(lambda self: self.metadata["calibration"])
+    name = property(lambda self: self.metadata.name)
+    modality = property(lambda self: self.metadata.modality)
+    dims = property(lambda self: self.metadata.dims)
+    calibration = property(lambda self: self.metadata.calibration)
+    masked_role = property(lambda self: self.metadata.masked_role, doc=BundleMetadata.masked_role.__doc__)
 
     @property
     def method(self) -> str:
-        """``itermask``, or the baseline a bundle was trained as (``ae``, ``dae``; see :data:`LAYOUTS`)."""
-        return method_of(self.metadata)
+        """``itermask``, or the baseline a bundle was trained as (``ae``, ``dae``; see
+        :data:`itermask.metadata.LAYOUTS`)."""
+        return self.metadata.method.name
 
     @property
     def uses_frequency(self) -> bool:
         """Whether the masked (or unified) network sees ``x_f``: False for the spatial-only ablation."""
-        return uses_frequency(self.metadata)
-
-    @property
-    def masked_role(self) -> str:
-        """The network that reconstructs partly hidden images (``masked`` in 2D, ``unified`` in 3D), or a
-        baseline's only network."""
-        return LAYOUTS[self.method][self.dims][-1]
+        return self.metadata.frequency.masked_input
 
     @property
     def grid_divisor(self) -> tuple[int, int, int]:
@@ -71,15 +62,13 @@ class ModelBundle:
         return grid_divisor(self.dims, self.networks[self.masked_role].divisor)
 
     @classmethod
-    def create(cls, metadata: dict) -> "ModelBundle":
-        """Fresh (untrained) networks as ``metadata["architecture"]`` describes them."""
-        _check_metadata(metadata, "metadata")
-        arch = metadata["architecture"]
-        hidden_image_and_frequency = 1 + uses_frequency(metadata)
+    def create(cls, metadata: BundleMetadata) -> "ModelBundle":
+        """Fresh (untrained) networks as ``metadata.architecture`` describes them."""
+        arch = metadata.architecture
+        hidden_image_and_frequency = 1 + metadata.frequency.masked_input
         inputs = {"first": 1, "masked": hidden_image_and_frequency, "unified": hidden_image_and_frequency,
                   "autoencoder": 1, "denoiser": 1}
-        networks = {role: UNet(inputs[role], tuple(arch["channels"]), int(metadata["dims"]), arch.get("skips", True))
-                    for role in metadata["networks"]}
+        networks = {role: UNet(inputs[role], arch.channels, metadata.dims, arch.skips) for role in metadata.networks}
         return cls(metadata, networks)
 
     def to(self, device: torch.device | str) -> "ModelBundle":
@@ -92,9 +81,8 @@ class ModelBundle:
         path = Path(path)
         weights = {f"{role}.{k}": v.detach().cpu().contiguous()
                    for role, net in self.networks.items() for k, v in net.state_dict().items()}
-        meta = dict(self.metadata, format="itermask-bundle", format_version=FORMAT_VERSION)
         with atomic_file(path) as handle:
-            torch.save({"itermask_bundle": json.dumps(meta, indent=1), "weights": weights}, handle)
+            torch.save({"itermask_bundle": json.dumps(self.metadata.to_json(), indent=1), "weights": weights}, handle)
         return path
 
     @classmethod
@@ -109,14 +97,7 @@ class ModelBundle:
             raise ItermaskError(f"{path} is not a readable IterMask model bundle ({type(exc).__name__})") from None
         if not isinstance(raw, dict) or "itermask_bundle" not in raw or "weights" not in raw:
             raise ItermaskError(f"{path} is not an IterMask model bundle (no IterMask metadata in it)")
-        try:
-            metadata = json.loads(raw["itermask_bundle"])
-        except (TypeError, ValueError):
-            raise ItermaskError(f"{path}: the bundle metadata is not valid JSON") from None
-        if metadata.get("format_version", 0) > FORMAT_VERSION:
-            raise ItermaskError(f"{path} needs a newer IterMask (bundle format {metadata['format_version']})")
-        _check_metadata(metadata, str(path))
-        bundle = cls.create(metadata)
+        bundle = cls.create(parse_metadata(raw["itermask_bundle"], path))
         for role, net in bundle.networks.items():
             prefix = role + "."
             state = {k[len(prefix):]: v for k, v in raw["weights"].items() if k.startswith(prefix)}
@@ -128,15 +109,6 @@ class ModelBundle:
         return bundle
 
 
-def method_of(metadata: dict) -> str:
-    """The ``method`` name bundle ``metadata`` records; bundles from before the baselines existed are ``itermask``."""
-    return metadata.get("method", {}).get("name", "itermask")
-
-
-def uses_frequency(metadata: dict) -> bool:
-    return bool(metadata["frequency"].get("masked_input", True))
-
-
 def grid_divisor(dims: int, net_divisor: int) -> tuple[int, int, int]:
     """(z, y, x) multiple every model-grid side must be: a 2D model runs axial slices, so none along z.
 
@@ -144,25 +116,6 @@ def grid_divisor(dims: int, net_divisor: int) -> tuple[int, int, int]:
     ((1, 8, 8), (8, 8, 8))
     """
     return (1 if dims == 2 else net_divisor, net_divisor, net_divisor)
-
-
-def _check_metadata(metadata: dict, where: str) -> None:
-    missing = [k for k in _REQUIRED if k not in metadata]
-    if missing:
-        raise ItermaskError(f"{where}: bundle metadata lacks {', '.join(missing)}")
-    if metadata["modality"] not in MODALITIES:
-        raise ItermaskError(f"{where}: unknown modality {metadata['modality']!r}")
-    method = method_of(metadata)
-    expected = LAYOUTS.get(method, {}).get(int(metadata["dims"]))
-    if expected is None or set(metadata["networks"]) != set(expected):
-        raise ItermaskError(f"{where}: method {method!r}, dims {metadata['dims']} with networks {metadata['networks']} "
-                           "is not a known layout")
-    # JSON readers accept NaN; a NaN τ or threshold would silently give empty masks.
-    for key in ("tau", "threshold"):
-        value = metadata["calibration"].get(key)
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-            raise ItermaskError(f"{where}: calibration {key} is {value!r}, not a finite number (re-calibrate the "
-                                "model with `itermask calibrate`)")
 
 
 def load_model(name_or_path: str | os.PathLike) -> ModelBundle:

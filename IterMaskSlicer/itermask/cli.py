@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .bundle import MODALITIES, ModelBundle, available_models, check_modality, default_model_name, load_model
+from .bundle import ModelBundle, load_model
+from .discovery import available_models, default_model_name
 from .errors import ItermaskError
+from .metadata import MODALITIES, check_modality
 from .policies import POLICIES
 from .session import Session, check_seed
 
@@ -52,7 +54,7 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
                 "tau_stop": result.policy.tau_stop or session.tau, "policy_details": result.policy.as_dict(),
                 "threshold": result.threshold, "segmentation_rule": result.rule.as_dict(), "warnings": result.warnings,
                 "converged": result.converged, "iterations": [it.as_dict() for it in result.iterations],
-                "scan_score": result.scan_score, "calibration": bundle.calibration,
+                "scan_score": result.scan_score, "calibration": bundle.calibration.to_json(),
                 "seconds": round(time.perf_counter() - start, 2),
             }
             _write_results(partial, session, result, report)
@@ -203,16 +205,15 @@ def _cmd_models(args) -> int:
     for name, path in models.items():
         try:
             meta = ModelBundle.load(path).metadata
-            defaults.setdefault(meta["modality"], default_model_name(meta["modality"]))
+            defaults.setdefault(meta.modality, default_model_name(meta.modality))
         except ItermaskError as exc:
             print(f"{name:<14}unreadable: {exc}")
             continue
-        data = ", ".join(Path(p).parent.name or Path(p).name for p in meta.get("training", {}).get("data", []))
-        rule = meta.get("segmentation", {})
-        segments = f"{rule['anomaly']} > {rule['threshold']:.3g}" if rule.get("threshold") else "policy's own"
-        star = "*" if defaults[meta["modality"]] == name else ""
-        print(f"{name + star:<14}{meta['modality']:<10}{meta['dims']:<6}{meta['policy']['default']:<11}"
-              f"{segments:<20}{data}")
+        data = ", ".join(Path(p).parent.name or Path(p).name for p in (meta.training or {}).get("data", []))
+        rule = meta.segmentation
+        segments = f"{rule.anomaly} > {rule.threshold:.3g}" if rule and rule.threshold else "policy's own"
+        star = "*" if defaults[meta.modality] == name else ""
+        print(f"{name + star:<14}{meta.modality:<10}{meta.dims:<6}{meta.policy.default:<11}{segments:<20}{data}")
     print("* the modality's default (itermask segment --modality M)")
     return 0
 

@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 
 from .errors import ItermaskError
+from .metadata import BundleMetadata, check_modality
 
 BUNDLE_SUFFIX = ".pt"
-MODALITIES = ("FLAIR", "T1", "T1CE", "T2")
 DEFAULTS_FILE = "defaults.json"   # modality → the bundle its validation chose, beside the bundles
 
 
@@ -66,7 +66,7 @@ def _nothing(*args, **kwargs):
     return None
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def read_metadata(path: str | os.PathLike) -> BundleMetadata:
     """A bundle's metadata (name, modality, dims, policy, calibration, …) without loading its weights or torch."""
     path = Path(path)
     try:
@@ -74,10 +74,23 @@ def read_metadata(path: str | os.PathLike) -> dict:
             pickled = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
             with archive.open(pickled) as stream:
                 raw = _MetadataOnly(stream).load()
-        return json.loads(raw["itermask_bundle"])
+        text = raw["itermask_bundle"]
     except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, TypeError, ValueError,
             EOFError):
         raise ItermaskError(f"{path} is not a readable IterMask model bundle") from None
+    return parse_metadata(text, path)
+
+
+def parse_metadata(text: str, path: str | os.PathLike) -> BundleMetadata:
+    """The JSON metadata of the bundle file at ``path``, checked and typed; any problem is an error naming the file."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        raise ItermaskError(f"{path}: the bundle metadata is not valid JSON") from None
+    try:
+        return BundleMetadata.from_json(data)
+    except ItermaskError as exc:
+        raise ItermaskError(f"{path}: {exc}") from None
 
 
 def default_model_name(modality: str, dims: int | None = None) -> str:
@@ -102,10 +115,3 @@ def _chosen_defaults() -> dict[str, str]:
             except (ValueError, TypeError):
                 raise ItermaskError(f"{path} is not a JSON object of modality → model name") from None
     return {}
-
-
-def check_modality(modality: str) -> str:
-    upper = str(modality).upper()
-    if upper not in MODALITIES:
-        raise ItermaskError(f"unknown modality {modality!r} (choose from {', '.join(MODALITIES)})")
-    return upper

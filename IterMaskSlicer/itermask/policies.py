@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from .metadata import Calibration, PolicySettings
 from .thresholding import StopThreshold, checked_stop, stop_threshold
 
 
@@ -34,14 +35,14 @@ class RunState(Protocol):
 
     ``history``: the iterations up to the current one, oldest first (each with ``mask``, ``error``, ``tau``,
     ``phase``; tensors (z, y, x) on the model grid); ``brain``: (z, y, x) bool; ``tau``: the shrink threshold in
-    force; ``calibration``: the bundle's (``tau``, ``threshold``, ``healthy_scans``).
+    force; ``calibration``: the bundle's (τ, threshold, healthy scans).
     """
 
     history: list
     brain: torch.Tensor
     brain_voxels: int
     tau: float
-    calibration: dict
+    calibration: Calibration
 
 
 @dataclass
@@ -95,7 +96,7 @@ class FixedTau:
     name = "itermask2"
     threshold_source = "calibrated on healthy scans (the bundle's)"
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: PolicySettings):
         self.settings = settings
 
     def propose(self, state: RunState) -> Proposal:
@@ -104,18 +105,18 @@ class FixedTau:
             return Proposal(state.brain.clone(), None, Phase.FIRST, restart=True)
         if it.phase == Phase.FIRST:
             # Only after the first reconstruction: unmask the given fraction of brain voxels with the lowest error.
-            tau = float(torch.quantile(it.error[state.brain], self.settings["first_unmask_fraction"]))
+            tau = float(torch.quantile(it.error[state.brain], self.settings.first_unmask_fraction))
             return Proposal(_shrink(state, tau), tau, Phase.SHRINK)
         return Proposal(_shrink(state, state.tau), state.tau, Phase.SHRINK)
 
     def converged(self, state: RunState, proposal: Proposal) -> bool:
         if _current(state).phase == Phase.FIRST:
             return not proposal.mask.any()
-        return _size_changed_less_than(state, proposal, self.settings["min_shrink"])
+        return _size_changed_less_than(state, proposal, self.settings.min_shrink)
 
     def default_threshold(self, state: RunState) -> float:
         """The segmentation threshold calibrated on healthy scans."""
-        return float(state.calibration["threshold"])
+        return float(state.calibration.threshold)
 
     def describe(self, state: RunState) -> PolicyReport:
         return PolicyReport(self.name, state.tau)
@@ -135,10 +136,10 @@ class SubjectSpecific:
     name = "itermask3d"
     threshold_source = "τ_stop of this scan's shrink path"
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: PolicySettings):
         self.settings = settings
-        self.step_fraction = settings.get("path_step_fraction", 0.01)
-        self.gamma = settings.get("gamma", 0.05)
+        self.step_fraction = settings.path_step_fraction
+        self.gamma = settings.gamma
 
     def path_taus(self, state: RunState) -> tuple[float, ...]:
         """τ(0), τ(1), … of the path so far (τ(t) is the threshold that produced the mask of path step t+1)."""
@@ -149,10 +150,8 @@ class SubjectSpecific:
         taus = self.path_taus(state)
         if len(taus) < 3 or not self._path_done(state):
             return None
-        calibration = state.calibration
-        healthy = tuple(scan["tau_stop"] for scan in calibration.get("healthy_scans", {}).get(self.name, [])
-                        if "tau_stop" in scan)
-        return _checked_stop(taus, self.gamma, healthy, calibration["tau"])
+        healthy = tuple(scan.tau_stop for scan in state.calibration.healthy(self.name) if scan.tau_stop is not None)
+        return _checked_stop(taus, self.gamma, healthy, state.calibration.tau)
 
     def _path_done(self, state: RunState) -> bool:
         it = _current(state)
@@ -191,13 +190,13 @@ class SubjectSpecific:
         """τ in force for the final run (τ_stop unless a person changed it): the paper's point is a threshold from the
         subject itself, with no healthy validation data; before the path is done, the calibrated one."""
         if not state.history or self.stop(state) is None:
-            return float(state.calibration["threshold"])
+            return float(state.calibration.threshold)
         return float(state.tau)
 
     def converged(self, state: RunState, proposal: Proposal) -> bool:
         if _current(state).phase != Phase.FINAL or proposal.restart:
             return False
-        return _size_changed_less_than(state, proposal, self.settings["min_shrink"])
+        return _size_changed_less_than(state, proposal, self.settings.min_shrink)
 
     def describe(self, state: RunState) -> PolicyReport:
         stop = self.stop(state) if state.history else None

@@ -9,6 +9,7 @@ import torch
 
 from .errors import ItermaskError
 from .geometry import InputBoxSampler, ModelGrid, resample_onto
+from .metadata import Grid
 from .normalize import iterative_zscore
 
 # A brain (a mask, or the non-zero region of a "skull-stripped" image) that fills nearly the whole field of view is
@@ -167,21 +168,21 @@ def check_affine(affine: np.ndarray | None) -> np.ndarray:
 
 
 def prepare_volume(image: np.ndarray, affine: np.ndarray | None, brain_mask: np.ndarray | None,
-                   grid_config: dict, divisor: tuple[int, int, int]) -> PreparedVolume:
+                   grid: Grid, divisor: tuple[int, int, int]) -> PreparedVolume:
     """Check the inputs, resample to the model grid and normalise.
 
     Args:
         image: (i, j, k) scan; ``affine`` maps its voxel indices to RAS mm (identity if None).
         brain_mask: same shape, non-zero inside the brain; None to use the image's non-zero region.
-        grid_config: the bundle's ``grid``: ``spacing_mm`` and ``min_size`` (z, y, x).
+        grid: the bundle's model grid: its spacing and smallest size (z, y, x).
         divisor: (z, y, x) multiple every model-grid side must be (a 2D model needs none along z).
     """
     image = check_image(image)
     affine = check_affine(affine)
     brain = brain_mask_or_nonzero(image, brain_mask)
-    grid = ModelGrid.around(brain, affine, grid_config["spacing_mm"], tuple(grid_config["min_size"]), divisor)
-    model_brain = grid.from_input(brain, affine) >= 0.5
+    model_grid = ModelGrid.around(brain, affine, grid.spacing_mm, grid.min_size, divisor)
+    model_brain = model_grid.from_input(brain, affine) >= 0.5
     if not model_brain.any():
         raise ItermaskError("brain mask is smaller than one voxel of the model grid")
-    model_image = iterative_zscore(grid.from_input(image, affine), model_brain).clamp(-_MAX_ABS_Z, _MAX_ABS_Z)
-    return PreparedVolume(model_image, model_brain, grid, affine, brain)
+    model_image = iterative_zscore(model_grid.from_input(image, affine), model_brain).clamp(-_MAX_ABS_Z, _MAX_ABS_Z)
+    return PreparedVolume(model_image, model_brain, model_grid, affine, brain)

@@ -52,7 +52,7 @@ class VolumeReconstructor:
     def __init__(self, bundle: ModelBundle, image: torch.Tensor, brain: torch.Tensor, device: torch.device,
                  chunk: int = CHUNK_SLICES):
         self.bundle, self.device, self.chunk = bundle, device, chunk
-        freq = bundle.metadata["frequency"]
+        freq = bundle.metadata.frequency
         if bundle.dims == 2:
             self.slices = brain.any(dim=(1, 2)).nonzero()[:, 0]
             self.x = image[self.slices][:, None].to(device)
@@ -63,7 +63,7 @@ class VolumeReconstructor:
             self.memory_format = torch.contiguous_format
         for net in bundle.networks.values():
             net.to(memory_format=self.memory_format)
-        self.x_f = high_frequency(self.x, freq["radius"], bundle.dims, freq["reference_size"])
+        self.x_f = high_frequency(self.x, freq.radius, bundle.dims, freq.reference_size)
         self.shape = image.shape
 
     @torch.inference_mode()

@@ -1,6 +1,6 @@
 """How a finished run becomes a segmentation: which anomaly map, thresholded where.
 
-A bundle records the rule its validation chose (``metadata["segmentation"]``, written by
+A bundle records the rule its validation chose (``metadata.segmentation``, written by
 ``python -m itermask_evaluation.validation --apply``) for one policy; any other policy, or a bundle without one,
 gets the policy's own rule: the squared error at the calibrated threshold (IterMask²) or at τ_stop (IterMask3D).
 """
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ItermaskError, finite_number
+from .metadata import BundleMetadata
 
 # ``squared``: (x' − x)², any deviation from the reconstruction. ``bright``: max(x − x', 0)², only voxels brighter
 # than the healthy tissue the network expected there — lesions that are hyper-intense on their sequence (FLAIR, T2),
@@ -35,12 +36,12 @@ class SegmentationRule:
             finite_number(self.threshold, "the segmentation threshold")
 
     @classmethod
-    def for_bundle(cls, metadata: dict, policy: str) -> "SegmentationRule":
+    def for_bundle(cls, metadata: BundleMetadata, policy: str) -> "SegmentationRule":
         """The bundle's chosen rule if it was chosen for ``policy``, else the policy's own."""
-        chosen = metadata.get("segmentation")
-        if not chosen or chosen.get("policy") != policy:
+        chosen = metadata.segmentation
+        if chosen is None or chosen.policy != policy:
             return cls()
-        return cls(chosen["anomaly"], chosen.get("threshold"), chosen.get("source", "recorded in the bundle"))
+        return cls(chosen.anomaly, chosen.threshold, chosen.source or "recorded in the bundle")
 
     def as_dict(self) -> dict:
         return {"anomaly": self.anomaly, "threshold": self.threshold, "source": self.source}

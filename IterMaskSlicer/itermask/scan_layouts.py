@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discovery import check_modality
+from .metadata import check_modality
 from .io import SUFFIXES, scan_stem
 
 # File-name spellings of each modality per layout.

@@ -15,6 +15,7 @@ import torch
 from ._shared import choose_device, voxel_ml
 from .bundle import ModelBundle
 from .errors import ItermaskError, finite_number
+from .metadata import Calibration, HealthyScan
 from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
@@ -93,14 +94,15 @@ def check_seed(seed) -> int:
     return value
 
 
-def healthy_percentiles(score: dict, healthy: list[dict]) -> dict:
+def healthy_percentiles(score: dict, healthy: tuple[HealthyScan, ...]) -> dict:
     """Where a scan's ``final_mask_ml`` and ``mean_error`` fall among healthy calibration scans: the percentage of
     them scoring at most as much (100 = beyond every healthy scan: an artifact or a lesion), and how many there were.
 
-    >>> healthy_percentiles({"final_mask_ml": 5.0, "mean_error": 0.1}, [{"final_mask_ml": 2.0, "mean_error": 0.3}])
+    >>> healthy = (HealthyScan(final_mask_ml=2.0, mean_error=0.3),)
+    >>> healthy_percentiles({"final_mask_ml": 5.0, "mean_error": 0.1}, healthy)
     {'final_mask_ml': 100.0, 'mean_error': 0.0, 'healthy_scans': 1}
     """
-    out = {key: (100.0 * sum(h[key] <= score[key] for h in healthy) / len(healthy) if healthy else None)
+    out = {key: (100.0 * sum(getattr(h, key) <= score[key] for h in healthy) / len(healthy) if healthy else None)
            for key in ("final_mask_ml", "mean_error")}
     return dict(out, healthy_scans=len(healthy))
 
@@ -135,20 +137,20 @@ class Session:
         if model.method != "itermask":
             raise ItermaskError(f"{model.name} is an {model.method.upper()} baseline for evaluation, not an IterMask "
                                 "model")
-        policy = policy or model.metadata["policy"]["default"]
+        policy = policy or model.metadata.policy.default
         if policy not in POLICIES:
             raise ItermaskError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.model, self.seed = model, check_seed(seed)
-        self.settings = model.metadata["policy"]
+        self.settings = model.metadata.policy
         self.policy = POLICIES[policy](self.settings)
         self.rule = SegmentationRule.for_bundle(model.metadata, policy)
         if anomaly is not None:
             self.rule = SegmentationRule(anomaly, self.rule.threshold, self.rule.source)
         self.tau_from_user = None if tau is None else finite_number(tau, "τ")
-        self.tau = finite_number(model.calibration["tau"] if tau is None else tau, "τ")
+        self.tau = finite_number(model.calibration.tau if tau is None else tau, "τ")
         self.threshold_from_user = None if threshold is None else finite_number(threshold, "the threshold")
         self.device = choose_device(device)
-        self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata["grid"],
+        self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata.grid,
                                                        model.grid_divisor)
         model.to(self.device)
         self._reconstruct = VolumeReconstructor(model, self.prepared.image, self.prepared.brain, self.device)
@@ -182,7 +184,7 @@ class Session:
         return self.prepared.brain
 
     @property
-    def calibration(self) -> dict:
+    def calibration(self) -> Calibration:
         return self.model.calibration
 
     # --- navigation -------------------------------------------------------------------------------------------
@@ -244,7 +246,7 @@ class Session:
             return False
         # The cap bounds the refinement; an IterMask3D path is bounded by its own 1 %-per-step schedule.
         refining = sum(1 for i in self.history if i.phase != Phase.PATH)
-        if refining >= self.settings["max_iterations"] or not it.mask.any():
+        if refining >= self.settings.max_iterations or not it.mask.any():
             return True
         proposal = self.propose()
         return not proposal.mask.any() or (self._pending_mask is None and self.policy.converged(self, proposal))
@@ -301,8 +303,7 @@ class Session:
         final_mask_ml = float(self.current.mask.sum()) * self.prepared.grid.spacing ** 3 / 1000.0
         score = {"final_mask_ml": final_mask_ml, "segmentation_ml": float(mask.sum() * input_voxel_ml),
                  "mean_error": float(self.current.error[self.prepared.brain].mean())}
-        score["healthy_percentile"] = healthy_percentiles(score, self.model.calibration.get("healthy_scans", {})
-                                                          .get(self.policy.name, []))
+        score["healthy_percentile"] = healthy_percentiles(score, self.model.calibration.healthy(self.policy.name))
         policy = self.policy.describe(self)
         source = ("set by the user" if self.threshold_from_user is not None
                   else self.rule.source if self.rule.threshold is not None else self.policy.threshold_source)

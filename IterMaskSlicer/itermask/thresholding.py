@@ -19,6 +19,7 @@ import numpy as np
 
 from .bundle import ModelBundle
 from .cases import Case, healthy_region, read_case
+from .metadata import Calibration, HealthyScan
 from .preprocess import prepare_volume
 from .reconstruction import one_shot_reconstruction
 
@@ -174,13 +175,13 @@ def healthy_threshold(errors: list[np.ndarray]) -> dict:
 def calibrate_threshold(bundle: ModelBundle, cases: list[Case], seed: int) -> dict:
     """The segmentation threshold of an IterMask bundle whose τ is already calibrated (from full IterMask² runs on
     the healthy calibration ``cases``: :func:`healthy_threshold` of their final maps' healthy voxels), and
-    ``healthy_scans``: each run's scan score, for every policy."""
+    ``healthy_scans``: each run's scan score, for every policy; the :class:`Calibration` fields they fill."""
     from .policies import POLICIES  # imported here: the policies import this module
 
     runs = {policy: [_calibration_run(bundle, case, seed, policy) for case in cases] for policy in POLICIES}
     # The calibrated threshold is the fixed-τ policy's; the subject-specific one segments at the subject's τ_stop.
     return dict(healthy_threshold([run["errors"] for run in runs["itermask2"]]),
-                healthy_scans={policy: [run["score"] for run in found] for policy, found in runs.items()})
+                healthy_scans={policy: tuple(run["score"] for run in found) for policy, found in runs.items()})
 
 
 def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) -> dict:
@@ -194,14 +195,13 @@ def _calibration_run(bundle: ModelBundle, case: Case, seed: int, policy: str) ->
     healthy = healthy_region(session.prepared, volumes, bundle.dims)
     error = session.current.error[healthy]
     voxel_ml = session.prepared.grid.spacing ** 3 / 1000.0  # on the model grid, as a session's score counts it
-    score = {"final_mask_ml": float((session.current.mask & healthy).sum()) * voxel_ml,
-             "mean_error": float(error.mean())}
-    if policy == "itermask3d":  # the healthy range an absurd subject τ_stop is recognised by
-        score["tau_stop"] = float(session.tau)
+    # IterMask3D's τ_stop: the healthy range an absurd subject τ_stop is recognised by
+    score = HealthyScan(final_mask_ml=float((session.current.mask & healthy).sum()) * voxel_ml,
+                        mean_error=float(error.mean()), tau_stop=float(session.tau) if policy == "itermask3d" else None)
     return {"errors": error.numpy(), "score": score}
 
 
-def calibrate_one_shot(bundle: ModelBundle, cases: list[Case], seed: int) -> dict:
+def calibrate_one_shot(bundle: ModelBundle, cases: list[Case], seed: int) -> Calibration:
     """The segmentation threshold of a one-shot method — a baseline (AE, DAE) or IterMask's first iteration alone
     (the frequency-only ablation) — by the same rule as IterMask²'s (:func:`healthy_threshold` of the one-shot error
     maps' healthy voxels on the calibration ``cases``), and their mean errors, the healthy reference for scan-level
@@ -209,11 +209,12 @@ def calibrate_one_shot(bundle: ModelBundle, cases: list[Case], seed: int) -> dic
     errors, scans = [], []
     for case in cases:
         volumes = read_case(case)
-        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, bundle.metadata["grid"],
+        prepared = prepare_volume(volumes.image, volumes.affine, volumes.brain, bundle.metadata.grid,
                                   bundle.grid_divisor)
         error = (one_shot_reconstruction(bundle, prepared, seed) - prepared.image) ** 2
         healthy = error[healthy_region(prepared, volumes, bundle.dims)].numpy()
         errors.append(healthy)
-        scans.append({"mean_error": float(healthy.mean())})
-    return dict(healthy_threshold(errors), healthy_scans={"one-shot": scans},
-                method="threshold: percentile of the healthy voxels of one-shot error maps of the calibration scans")
+        scans.append(HealthyScan(mean_error=float(healthy.mean())))
+    return Calibration(**healthy_threshold(errors), healthy_scans={"one-shot": tuple(scans)},
+                       method="threshold: percentile of the healthy voxels of one-shot error maps of the calibration "
+                              "scans")

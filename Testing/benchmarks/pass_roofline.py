@@ -80,7 +80,7 @@ def conv_flops(network: torch.nn.Module, run) -> int:
 def pass_figures(name: str, image, affine, brain, repeats: int) -> dict:
     """FLOPs, seconds, GFLOP/s and convolution share of one masked pass of bundle ``name``."""
     bundle = itermask.load_model(name)
-    prepared = prepare_volume(image, affine, brain, bundle.metadata["grid"], bundle.grid_divisor)
+    prepared = prepare_volume(image, affine, brain, bundle.metadata.grid, bundle.grid_divisor)
     reconstruct = VolumeReconstructor(bundle, prepared.image, prepared.brain, torch.device("cpu"))
     noise = iteration_noise(prepared.image.shape, 0, 1)
     run = lambda: reconstruct(prepared.brain, noise)  # noqa: E731
