@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import itermask
+from itermask_evaluation.validation import THRESHOLDS
 
 from conftest import REPO
 
@@ -21,6 +22,15 @@ def test_each_modality_defaults_to_a_shipped_bundle_with_its_validated_rule():
         assert f"{name}.pt" in [p.name for p in SHIPPED]
         rule = itermask.load_model(name).metadata.segmentation
         assert rule.chosen_by == "itermask_evaluation.validation" and rule.validation_scans >= 1
+
+
+def test_no_shipped_rule_is_a_threshold_at_an_end_of_the_validation_search():
+    """A tuned threshold on the search's end separated nothing (t1-2d's ``bright > 0.01`` flagged most of a brain)."""
+    ends = THRESHOLDS["map"][[0, -1]]
+    for path in SHIPPED:
+        rule = itermask.ModelBundle.load(path).metadata.segmentation
+        if rule.rule.endswith("tuned"):
+            assert not np.isclose(rule.threshold, ends).any(), path.stem
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)

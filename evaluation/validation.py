@@ -208,6 +208,22 @@ def _tuned_index(curve_by_scan: dict, tuning: list[str]) -> int:
     return int(np.argmax(np.mean(dice, axis=0)))
 
 
+def shipped_threshold(curve_by_scan: dict) -> float | None:
+    """The map threshold with the best mean Dice over every scan of ``curve_by_scan`` (name → (3, thresholds)
+    counts tp, fp, fn along ``THRESHOLDS["map"]``), or None when it is an end of that search: then no threshold in
+    it separated lesion from tissue. The lowest flags nearly every voxel the reconstruction missed at all, and
+    wins on Dice only when lesions are large (t1-2d's ``bright`` rule segmented 550–910 ml of 8–168 ml lesions).
+
+    >>> n = len(THRESHOLDS["map"])
+    >>> best_in_the_middle = np.stack([np.full(n, 50.0), 100.0 * (np.arange(n) != n // 2), np.zeros(n)])
+    >>> lower_is_better_to_the_end = np.stack([np.linspace(50, 0, n), np.zeros(n), np.linspace(0, 50, n)])
+    >>> round(shipped_threshold({"a": best_in_the_middle}), 3), shipped_threshold({"a": lower_is_better_to_the_end})
+    (1.0, None)
+    """
+    index = _tuned_index(curve_by_scan, list(curve_by_scan))
+    return None if index in (0, len(THRESHOLDS["map"]) - 1) else float(THRESHOLDS["map"][index])
+
+
 def _rows(modality: str, curves: dict, fixed: dict, info: dict) -> list[dict]:
     rows = []
     tuning = list(info)
@@ -249,7 +265,8 @@ def mean_table(rows: list[dict]) -> list[dict]:
 
 def _choices(modality: str, rows: list[dict], curves: dict, bundles: dict) -> dict:
     """For each bundle its best policy and rule; the modality's default is the best of them. A tuned threshold is
-    re-tuned on every labelled development scan for shipping."""
+    re-tuned on every labelled development scan for shipping, and a rule whose threshold lands on an end of the
+    search is passed over (see :func:`shipped_threshold`)."""
     means = [m for m in mean_table(rows) if m["configuration"] != "intensity" and m["rule"] in SHIPPABLE]
     choice = {"bundles": {}}
     for m in means:  # best first
@@ -259,8 +276,9 @@ def _choices(modality: str, rows: list[dict], curves: dict, bundles: dict) -> di
         rule = m["rule"]
         threshold = None
         if rule in RULES:
-            by_scan = curves[(m["configuration"], rule)]
-            threshold = float(THRESHOLDS["map"][_tuned_index(by_scan, list(by_scan))])
+            threshold = shipped_threshold(curves[(m["configuration"], rule)])
+            if threshold is None:
+                continue
         elif rule == "healthy-calibrated":
             path = next(p for p in bundles.values() if p.stem == name)
             threshold = float(load_model(path).calibration.threshold)
