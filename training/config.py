@@ -82,19 +82,18 @@ class TrainConfig:
 
     def metadata(self) -> BundleMetadata:
         """The metadata of the bundle this run trains, not yet calibrated."""
-        if self.method not in LAYOUTS:
-            raise ItermaskError(f"unknown method {self.method!r} (choose from {', '.join(LAYOUTS)})")
+        noise = (dict(noise=self.dae_noise, noise_sd=self.dae_noise_sd, noise_cell_mm=self.dae_noise_cell_mm)
+                 if self.method == "dae" else {})
+        method = Method(name=self.method, **noise)  # checks the name before LAYOUTS is looked up with it
         if self.dims == 2:
             min_size = (1, self.size, self.size)
             masks = SliceMasks(coarse_px=self.mask_coarse_px)
         else:
             min_size = (self.size,) * 3
             masks = VolumeMasks(cells_mm=self.mask_cells_mm, whole_brain_fraction=self.whole_brain_fraction)
-        noise = (dict(noise=self.dae_noise, noise_sd=self.dae_noise_sd, noise_cell_mm=self.dae_noise_cell_mm)
-                 if self.method == "dae" else {})
         return BundleMetadata(
             name=self.name, modality=check_modality(self.modality), dims=self.dims,
-            networks=LAYOUTS[self.method][self.dims], method=Method(name=self.method, **noise),
+            networks=LAYOUTS[method.name][self.dims], method=method,
             architecture=Architecture(channels=self.channels, skips=self.method != "ae"),
             grid=Grid(spacing_mm=self.spacing_mm, min_size=min_size),
             frequency=FrequencyFilter(radius=self.radius, reference_size=self.size, masked_input=self.frequency),

@@ -112,7 +112,7 @@ class Method(_Section):
 
     def __post_init__(self):
         if self.name not in LAYOUTS:
-            raise ItermaskError(f"bundle metadata: unknown method {self.name!r} (choose from {', '.join(LAYOUTS)})")
+            raise ItermaskError(f"unknown method {self.name!r} (choose from {', '.join(LAYOUTS)})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,7 +311,7 @@ class BundleMetadata:
                     "calibration": Calibration, "segmentation": SegmentationChoice}
         for key, section in sections.items():
             if values.get(key) is not None:
-                values[key] = section.from_json(data[key])
+                values[key] = section.from_json(values[key])
         return cls(**values)
 
     def to_json(self) -> dict:
