@@ -77,7 +77,7 @@ class IterMaskSlicerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     model: str = ""  # a bundled model's name or a bundle file; "" until one is chosen: the FLAIR default
-    policy: Annotated[str, Choice([p for _, p in POLICIES])] = "itermask2"
+    policy: Annotated[str, Choice(["", *(p for _, p in POLICIES)])] = ""  # "": the model's own default
     seed: Annotated[int, WithinRange(0, 999999)] = 0
     tau: float = 0.0
     threshold: float = 0.0
@@ -262,7 +262,7 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.addItem(os.path.basename(chosen), chosen)
         combo.setCurrentIndex(combo.findData(chosen))
         combo.blockSignals(False)
-        self.selectPolicy(self._parameterNode.policy)
+        self.selectPolicy(self._parameterNode.policy or default_policy(chosen))
 
     def onModelChanged(self, index=None):
         """A model chosen by the user comes with its own default policy."""

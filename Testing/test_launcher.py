@@ -95,7 +95,7 @@ def test_a_worker_killed_mid_run_under_the_launcher_leaves_nothing_behind(launch
     logic.begin("run")
     poll_until(logic, lambda: logic.state["count"] >= 2)
     os.kill(python_real if victim == "python-real" else launcher, signal.SIGKILL)
-    reason = "ended abnormally: its Python (python-real" if victim == "python-real" else r"was killed \(signal 9\)"
+    reason = r"ended abnormally: its Python \(python-real" if victim == "python-real" else r"was killed \(signal 9\)"
     with pytest.raises(WorkerDied, match=reason):
         logic.wait()
     assert snapshot(logic) == before and not logic.ready and not logic.busy

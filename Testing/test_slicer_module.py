@@ -202,7 +202,7 @@ def slicer_application(monkeypatch, mrml_scene):
                                         value=lambda key: __import__("os").environ[key])
     startup_slots = []  # what the module asked to run once Slicer's start-up has completed
     app = types.SimpleNamespace(moduleManager=lambda: types.SimpleNamespace(module=modules.get),
-                                startupEnvironment=lambda: environment,
+                                startupEnvironment=lambda: environment, processEvents=lambda: None,
                                 connect=lambda signal, slot: startup_slots.append((signal, slot)))
     monkeypatch.setattr(slicer, "app", app, raising=False)
     monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModule", ScriptedModule, raising=False)

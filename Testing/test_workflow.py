@@ -73,13 +73,17 @@ def test_cancel_stops_a_run_and_is_off_where_it_cannot_act(flow, flair_node, tin
 def test_a_failure_drops_what_was_queued_and_changes_nothing(flow, flair_node, tmp_path, mrml_scene):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a bundle")
+    flow.logic.parameter_node()  # the module's parameter node exists before any action, as in Slicer
     ids = nodes.node_ids(mrml_scene)
-    flow.segment(flair_node, model=str(broken))
+    with pytest.raises(ItermaskError, match="broken.pt is not a readable IterMask model bundle"):
+        flow.segment(flair_node, model=str(broken))  # refused before anything is sent
+    assert not flow.busy
+    flow.segment(flair_node, model=str(broken), policy="itermask2")  # the worker is the first to read it
+    assert flow.queue  # the run waits behind the initialize that will fail
     with pytest.raises(ItermaskError, match="broken.pt"):
         finish(flow)
     assert not flow.busy and not flow.queue and not flow.logic.ready
-    assert flow.status == "Failed: the scene is as before." and nodes.node_ids(mrml_scene) - ids <= {
-        mrml_scene.GetSingletonNode("IterMaskSlicer", "vtkMRMLScriptedModuleNode").GetID()}
+    assert flow.status == "Failed: the scene is as before." and nodes.node_ids(mrml_scene) == ids
     assert flow.poll() is None  # the failure is raised once
 
 

@@ -8,7 +8,7 @@ no ``processEvents``. Imports neither torch nor Qt.
 Inside Slicer the worker runs under ``PythonSlicer``, which is not Python but Slicer's CTKAppLauncher: it sets up the
 environment and starts ``python-real`` as its *child*. So the worker is a process tree, started in a process group
 of its own and always stopped as a whole (killing the launcher alone would leave python-real computing), and a
-python-real that dies shows only as the launcher's exit code 1 and a line it prints on stdout.
+python-real that dies shows only as the launcher's exit code 1 and a line it prints on stderr.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from itermask.errors import ItermaskError
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 LAUNCHER = "PythonSlicer"
-# What CTKAppLauncher prints on its stdout when the program it launched crashed or was killed.
-LAUNCHER_SAW_A_CRASH = b"exit abnormally"
+# What CTKAppLauncher prints on its stderr (the worker's log) when the program it launched crashed or was killed.
+LAUNCHER_SAW_A_CRASH = "exit abnormally"
 
 
 def worker_interpreter() -> str:
@@ -67,7 +67,6 @@ class WorkerClient:
         self._log = None
         self._buffer = b""
         self._next_id = 0
-        self._launcher_saw_a_crash = False
 
     # --- process ------------------------------------------------------------------------------------------------
     @property
@@ -86,7 +85,7 @@ class WorkerClient:
         self.process = self.popen([program, str(WORKER_SCRIPT), str(self.folder)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=self._log, **group)
         os.set_blocking(self.process.stdout.fileno(), False)
-        self._buffer, self._launcher_saw_a_crash = b"", False
+        self._buffer = b""
 
     def _kill_tree(self) -> None:
         """Kill the worker's whole process tree now (a run in flight too: nothing waits behind it)."""
@@ -182,8 +181,8 @@ class WorkerClient:
             message = None
         if isinstance(message, dict) and "event" in message:
             return message
-        self._launcher_saw_a_crash |= LAUNCHER_SAW_A_CRASH in line
         self._log.write(b"[stdout] " + line + b"\n")
+        self._log.flush()  # the worker's stderr shares this file (and its offset): interleave, never overwrite
         return None
 
     def wait(self, request_id: int, on_message=None, timeout: float | None = None, interval: float = 0.005) -> dict:
@@ -200,13 +199,12 @@ class WorkerClient:
             time.sleep(interval)
 
     def _died(self) -> WorkerDied:
-        crashed_under_launcher = self._launcher_saw_a_crash
         self._kill_tree()  # whatever of the tree is left (python-real, when only its launcher was killed)
         code = self.process.wait()
         self._log.flush()
-        tail = [line for line in (self.folder / "worker.log").read_text(errors="replace").strip().splitlines()
-                if not line.startswith("[stdout]")][-3:]
+        log = (self.folder / "worker.log").read_text(errors="replace").strip().splitlines()
         self.stop()
+        crashed_under_launcher = any(LAUNCHER_SAW_A_CRASH in line for line in log)
         if crashed_under_launcher:
             how = ("ended abnormally: its Python (python-real, under Slicer's PythonSlicer launcher) was killed or "
                    "crashed, e.g. by the out-of-memory killer")
@@ -214,6 +212,7 @@ class WorkerClient:
             how = f"was killed (signal {-code})"
         else:
             how = f"stopped (exit code {code})"
+        tail = [line for line in log if LAUNCHER_SAW_A_CRASH not in line][-3:]
         detail = f" Last output: {' | '.join(tail)}" if tail else ""
         return WorkerDied(f"The IterMask worker process {how}. Nothing was changed; the next action starts a new "
                           f"worker.{detail}")
