@@ -16,3 +16,11 @@ def finite_number(value, what: str) -> float:
     if not math.isfinite(number):
         raise ItermaskError(f"{what} must be a finite number, got {value!r}")
     return number
+
+
+def positive_number(value, what: str) -> float:
+    """``value`` as a finite float > 0: a shrink threshold τ of 0 or below would mark every voxel of the brain."""
+    number = finite_number(value, what)
+    if number <= 0:
+        raise ItermaskError(f"{what} must be greater than 0, got {value!r}")
+    return number

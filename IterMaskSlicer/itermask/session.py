@@ -14,7 +14,7 @@ import torch
 
 from ._shared import choose_device, voxel_ml
 from .bundle import ModelBundle
-from .errors import ItermaskError, finite_number
+from .errors import ItermaskError, finite_number, positive_number
 from .metadata import Calibration, HealthyScan
 from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
@@ -215,7 +215,7 @@ class Session:
     # --- changing the course ----------------------------------------------------------------------------------
     def set_tau(self, tau: float) -> None:
         """Use ``tau`` for the next steps; iterations after the current one are discarded (they used the old τ)."""
-        self.tau = self.tau_from_user = finite_number(tau, "τ")
+        self.tau = self.tau_from_user = positive_number(tau, "τ")
         self._truncate()
 
     def set_mask(self, mask: np.ndarray) -> None:
