@@ -340,7 +340,7 @@ def test_a_run_killed_with_sigkill_and_rerun_at_once_leaves_no_partial_folder(mo
 
 def test_the_sweep_waits_for_a_writer_between_making_its_folder_and_locking_it(tmp_path):
     """Writers make and lock their partial folders under a shared lock on the output folder: a sweep (exclusive)
-    never sees a folder in between, so it needs no grace time for young folders."""
+    never sees a folder in between, so it needs no grace time for young folders. It leaves what no writer made."""
     out = tmp_path / "out"
     out.mkdir()
     handle = os.open(out, os.O_RDONLY)
@@ -354,6 +354,13 @@ def test_the_sweep_waits_for_a_writer_between_making_its_folder_and_locking_it(t
     os.close(handle)
     sweep.join(10.0)
     assert not sweep.is_alive() and not unlocked.exists()
+
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "data.txt").write_text("keep")
+    (out / ".link.partial").symlink_to(tmp_path / "precious")  # named like a partial folder, but nobody's
+    (out / ".file.partial").write_text("a file")
+    assert remove_stale_partials(out) == []
+    assert (tmp_path / "precious" / "data.txt").read_text() == "keep" and (out / ".file.partial").exists()
 
 
 def endless_run(scan: Path, model: Path, out: Path) -> subprocess.Popen:
@@ -500,7 +507,8 @@ def refused(capsys, *args) -> str:
 
 
 @pytest.mark.parametrize("option, value", [(option, value) for option in TRAIN_NUMBERS for value in BAD_NUMBERS
-                                           if (option, value) != ("--seed", "0")] + [("--seed", TOO_LARGE_A_SEED)])
+                                           if (option, value) != ("--seed", "0")]
+                         + [("--seed", TOO_LARGE_A_SEED), ("--lr", "1e300")])
 def test_train_refuses_each_number_out_of_range_before_reading_any_data(option, value, tmp_path, capsys):
     err = refused(capsys, "train", "--data", tmp_path / "nothing.csv", "-o", tmp_path / "out", "--name", "t",
                   "--modality", "FLAIR", option, value)

@@ -1,7 +1,7 @@
 """``itermask train``: registered into the core CLI through the ``itermask.commands`` entry point."""
 from __future__ import annotations
 
-from itermask.cli import positive_float, positive_integer, seed_integer
+from itermask.cli import number_argument, positive_float, positive_integer, seed_integer
 from itermask.cohort import process_rank
 from itermask.metadata import MODALITIES
 from itermask.errors import ItermaskError
@@ -64,7 +64,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=positive_integer, help=_by_dims("steps"))
     p.add_argument("--batch-size", type=positive_integer,
                    help="slices (2D) or volumes (3D) per step; " + _by_dims("batch_size"))
-    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--lr", type=number_argument(maximum=1.0), default=1e-3,
+                   help="Adam's learning rate (default 1e-3; above 1 every step overshoots)")
     p.add_argument("--channels", type=positive_integer, nargs="+",
                    help="UNet widths per level; " + _by_dims("channels"))
     p.add_argument("--spacing", type=positive_float, help="model grid spacing in mm; " + _by_dims("spacing_mm"))

@@ -233,7 +233,8 @@ def parse_command(line: bytes) -> dict:
 
 
 def error_reply(request_id: int | None, message: str) -> dict:
-    return {"id": request_id, "event": "error", "message": message, "state": None}
+    """An ``error`` reply; ``message`` is cut short, since it may quote a line of any length."""
+    return {"id": request_id, "event": "error", "message": message[:1000], "state": None}
 
 
 def main(folder: str) -> int:

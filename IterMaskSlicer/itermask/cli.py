@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .bundle import ModelBundle, load_model
 from .discovery import available_models, default_model_name
-from .errors import ItermaskError
+from .errors import ItermaskError, shown
 from .metadata import MODALITIES, check_modality
 from .policies import POLICIES
 from .reconstruction import MAX_SEED
@@ -254,7 +254,7 @@ def integer_argument(minimum: int = 1, maximum: int | None = None):
         except ValueError:
             value = None
         if value is None or value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {shown(text)}")
         return value
     return integer
 
@@ -263,16 +263,23 @@ positive_integer = integer_argument(minimum=1)
 seed_integer = integer_argument(0, MAX_SEED)
 
 
-def positive_float(text: str) -> float:
-    """An argparse ``type``: a finite number > 0 (not 0, -1, nan or inf); anything else is refused like
-    :func:`integer_argument` refuses."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+def number_argument(maximum: float = math.inf):
+    """An argparse ``type``: a finite number > 0 and ≤ ``maximum`` (not 0, -1, nan or inf); anything else is refused
+    like :func:`integer_argument` refuses it."""
+    allowed = "a positive number" + ("" if maximum == math.inf else f" up to {maximum:g}")
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 < value <= maximum):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {shown(text)}")
+        return value
+    return number
+
+
+positive_float = number_argument()
 
 
 def build_parser() -> argparse.ArgumentParser:

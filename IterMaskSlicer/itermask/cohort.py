@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ._shared import atomic_file, write_csv
-from .errors import ItermaskError
+from .errors import ItermaskError, shown
 from .io import DICOM_ADVICE, SUFFIXES, is_dicom, scan_stem
 
 try:
@@ -66,8 +66,8 @@ def _environment_integer(name: str, default: int, minimum: int) -> int:
     if text is None:
         return default
     if not re.fullmatch(r"\s*[0-9]{1,18}\s*", text) or int(text) < minimum:
-        shown = repr(text) if len(text) <= 30 else repr(text[:30]) + "…"
-        raise ItermaskError(f"the environment variable {name} must be a whole number from {minimum}, got {shown}")
+        raise ItermaskError(f"the environment variable {name} must be a whole number from {minimum}, "
+                            f"got {shown(text)}")
     return int(text)
 
 
@@ -182,9 +182,11 @@ def remove_stale_partials(out_root: Path) -> list[Path]:
     removed = []
     with _locked(out_root, shared=False):
         for folder in out_root.glob(".*.partial"):
+            if folder.is_symlink() or not folder.is_dir():  # not a folder a writer made
+                continue
             try:  # its writer may rename it into place, and unlock it, at any moment
                 with _locked(folder, wait=False) as handle:
-                    if handle is not None and _is_at(handle, folder) and folder.is_dir():
+                    if handle is not None and _is_at(handle, folder):
                         shutil.rmtree(folder, ignore_errors=True)
                         removed.append(folder)
             except OSError:

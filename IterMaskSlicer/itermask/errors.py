@@ -7,6 +7,11 @@ class ItermaskError(ValueError):
     """Bad input or a bad model bundle. ``str(error)`` is a complete one-line message for the user."""
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a one-line message, cut after ``limit`` characters (it may be a whole file's worth)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
 def finite_number(value, what: str) -> float:
     """``value`` as a float; a NaN or infinite τ or threshold would silently give an empty or full mask."""
     try:
