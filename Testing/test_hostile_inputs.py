@@ -4,6 +4,7 @@ MetaImage, scanner DICOM), real processes where a signal, a second process or a 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -217,18 +219,34 @@ def test_an_output_path_that_is_a_file_is_refused_before_any_work(model, small, 
     assert_one_line_error(code, err, "is a file")
 
 
-def test_in_a_folder_run_a_scan_whose_name_is_too_long_fails_alone_and_is_listed(model, small, tmp_path, capsys):
-    cohort = tmp_path / "cohort"
-    cohort.mkdir()
-    shutil.copy(small, cohort / "good.nii.gz")
-    shutil.copy(small, cohort / ("x" * 240 + ".nii.gz"))  # a legal file name, but .<name>.XXXX.partial is not
+def test_in_a_cohort_run_an_output_name_too_long_fails_alone_and_is_listed(model, small, tmp_path, capsys):
+    long = "x" * 240 + ".nii.gz"  # legal names; told apart by their folders, their outputs' names are not
+    for folder in ("a" * 20, "b" * 20):
+        (tmp_path / folder).mkdir()
+        shutil.copy(small, tmp_path / folder / long)
+    shutil.copy(small, tmp_path / "good.nii.gz")
     out = tmp_path / "out"
-    code, _, err = segment(capsys, model, cohort, "-o", out)
-    assert code == 1 and "File name too long" in err
+    code, _, err = segment(capsys, model, tmp_path / "good.nii.gz", tmp_path / ("a" * 20) / long,
+                           tmp_path / ("b" * 20) / long, "-o", out)
+    assert code == 1 and err.count("File name too long") == 2, err
     rows = {Path(r["output"]).name: r for r in summary(out)}
     assert rows["good"]["status"] == "ok" and (out / "good" / "report.json").exists()
-    assert rows["x" * 240]["status"] == "failed" and "File name too long" in rows["x" * 240]["error"]
+    for name in (f"{'a' * 20}_{'x' * 240}", f"{'b' * 20}_{'x' * 240}"):
+        assert rows[name]["status"] == "failed" and "File name too long" in rows[name]["error"]
     assert not list(out.glob(".*.partial"))
+
+
+def test_an_input_name_of_250_bytes_gets_its_output_folder_under_that_name(model, small, tmp_path, capsys):
+    stem = "x" * 200 + "é" * 21 + "x"  # 243 bytes; the partial folder's shorter name may cut an "é" in two
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    shutil.copy(small, cohort / f"{stem}.nii.gz")
+    assert len(os.fsencode(f"{stem}.nii.gz")) == 250
+    out = tmp_path / "out"
+    code, _, err = segment(capsys, model, cohort, "-o", out)
+    assert code == 0, err
+    assert [p.name for p in out.iterdir() if p.is_dir()] == [stem] and (out / stem / "report.json").is_file()
+    assert [Path(r["output"]).name for r in summary(out)] == [stem]
 
 
 def in_own_mount_namespace(tmp_path: Path, mount_options: str, command: str) -> subprocess.CompletedProcess:
@@ -283,6 +301,72 @@ def test_a_killed_runs_partial_folder_is_removed_next_time_but_a_live_one_is_kep
         live.kill()
         killed.kill()
         live.wait()
+
+
+def test_a_run_killed_with_sigkill_and_rerun_at_once_leaves_no_partial_folder(model, small, tmp_path, capsys):
+    endless = save_bundle(tmp_path / "endless.pt", max_iterations=100_000, min_shrink=0.0)
+    out = tmp_path / "out"
+    killed = endless_run(small, endless, out)
+    try:
+        wait_for(lambda: list(out.glob(".ms.*.partial")))
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    code, _, err = segment(capsys, model, small, "-o", out, "--skip-existing")  # at once: the partial is seconds old
+    assert code == 0, err
+    assert not list(out.glob(".*.partial")) and (out / "ms" / "report.json").is_file()
+
+    # Killed while a run goes on: its partial folder was locked when that run began, and is gone when it ends.
+    shutil.copy(small, tmp_path / "other.nii.gz")
+    writer = endless_run(tmp_path / "other.nii.gz", endless, out)
+    wait_for(lambda: list(out.glob(".other.*.partial")))
+
+    def kill_the_writer_once_the_run_has_begun():
+        wait_for(lambda: list(out.glob(".ms.*.partial")))  # made after the run's first sweep
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+    killer = threading.Thread(target=kill_the_writer_once_the_run_has_begun)
+    killer.start()
+    try:
+        code, _, err = segment(capsys, model, small, "-o", out)
+    finally:
+        killer.join()
+        writer.kill()
+        writer.wait()
+    assert code == 0, err
+    assert not list(out.glob(".*.partial"))
+
+
+def test_the_sweep_waits_for_a_writer_between_making_its_folder_and_locking_it(tmp_path):
+    """Writers make and lock their partial folders under a shared lock on the output folder: a sweep (exclusive)
+    never sees a folder in between, so it needs no grace time for young folders. It leaves what no writer made."""
+    out = tmp_path / "out"
+    out.mkdir()
+    handle = os.open(out, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_SH)  # as partial_folder holds it between mkdtemp and locking the new folder
+    unlocked = out / ".scan.abcd1234.partial"
+    unlocked.mkdir()
+    sweep = threading.Thread(target=remove_stale_partials, args=(out,))
+    sweep.start()
+    sweep.join(1.0)
+    assert sweep.is_alive() and unlocked.exists()
+    os.close(handle)
+    sweep.join(10.0)
+    assert not sweep.is_alive() and not unlocked.exists()
+
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "data.txt").write_text("keep")
+    (out / ".link.partial").symlink_to(tmp_path / "precious")  # named like a partial folder, but nobody's
+    (out / ".file.partial").write_text("a file")
+    assert remove_stale_partials(out) == []
+    assert (tmp_path / "precious" / "data.txt").read_text() == "keep" and (out / ".file.partial").exists()
+
+
+def endless_run(scan: Path, model: Path, out: Path) -> subprocess.Popen:
+    """``itermask segment scan`` in a process of its own, with a model that never converges."""
+    return subprocess.Popen([sys.executable, "-m", "itermask.cli", "segment", str(scan), "--model", str(model),
+                             "--device", "cpu", "-o", str(out)], env=ENV, stderr=subprocess.DEVNULL)
 
 
 def wait_for(found, seconds: float = 300.0):
@@ -347,6 +431,18 @@ def test_nan_tau_and_thresholds_are_refused_and_seek_errors_leave_the_session_us
     assert session.step().index == 1 and session.seek(0) is first
 
 
+def test_a_tau_of_zero_or_below_is_refused_and_changes_nothing(model, small):
+    image, affine = read_volume(small)
+    session = Session(load_model(model), image, affine, device="cpu")
+    first = session.step()
+    for tau in (0.0, -1.0, -math.inf, "abc", None):
+        with pytest.raises(ItermaskError, match="τ must be"):
+            session.set_tau(tau)
+    assert session.tau == 0.5 and session.tau_from_user is None and session.current is first
+    session.set_tau(1e-6)
+    assert session.tau == 1e-6
+
+
 def test_a_bundle_with_a_nan_calibration_is_refused(tmp_path):
     path = save_bundle(tmp_path / "nan.pt")
     raw = torch.load(path, weights_only=True)
@@ -389,3 +485,59 @@ def test_the_core_imports_without_simpleitk_and_says_what_a_metaimage_needs(tmp_
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "scan.mha")], capture_output=True, text=True,
                           env=ENV)
     assert proc.returncode == 0 and "needs SimpleITK" in proc.stdout, proc.stderr
+
+
+# --- numbers and the environment, refused where they enter (issue 25) ---------------------------------------------
+
+TRAIN_NUMBERS = ("--steps", "--batch-size", "--lr", "--size", "--spacing", "--channels", "--checkpoint-every",
+                 "--stop-after", "--dae-noise-sd", "--seed")
+BAD_NUMBERS = ("0", "-1", "nan", "abc", "1e999")
+TOO_LARGE_A_SEED = str(2**32)
+
+
+def refused(capsys, *args) -> str:
+    """``itermask <args>`` must stop while reading its command line: exit status 2 and one ``itermask: error:``
+    line; returns the line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert_one_line_error(exit.value.code, err)
+    return err
+
+
+@pytest.mark.parametrize("option, value", [(option, value) for option in TRAIN_NUMBERS for value in BAD_NUMBERS
+                                           if (option, value) != ("--seed", "0")]
+                         + [("--seed", TOO_LARGE_A_SEED), ("--lr", "1e300")])
+def test_train_refuses_each_number_out_of_range_before_reading_any_data(option, value, tmp_path, capsys):
+    err = refused(capsys, "train", "--data", tmp_path / "nothing.csv", "-o", tmp_path / "out", "--name", "t",
+                  "--modality", "FLAIR", option, value)
+    assert option in err and "must be" in err and repr(value) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS[1:] + (TOO_LARGE_A_SEED,))
+@pytest.mark.parametrize("command", ["calibrate", "evaluate"])
+def test_calibrate_and_evaluate_refuse_a_seed_out_of_range(command, value, tmp_path, capsys):
+    where = ["--data", tmp_path / "nothing.csv"] if command == "calibrate" else [tmp_path / "nothing"]
+    err = refused(capsys, command, *where, "--model", "nothing.pt", "-o", tmp_path / "out", "--seed", value)
+    assert "--seed" in err and f"must be a whole number from 0 to {2**32 - 1}, got {value!r}" in err, err
+
+
+@pytest.mark.parametrize("environment", [
+    {"RANK": "3", "WORLD_SIZE": "2"}, {"RANK": "-1"}, {"RANK": "abc"}, {"RANK": "1.0", "WORLD_SIZE": "2"},
+    {"WORLD_SIZE": "0"}, {"WORLD_SIZE": "nan"}, {"WORLD_SIZE": ""}, {"LOCAL_RANK": "-1"},
+    {"LOCAL_RANK": "2", "WORLD_SIZE": "2"}, {"LOCAL_RANK": "x"}],
+    ids=lambda environment: " ".join(f"{name}={value}" for name, value in environment.items()))
+def test_torchrun_variables_out_of_range_are_one_line_errors(environment, model, small, tmp_path, capsys, monkeypatch):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    variable = next(iter(environment))
+    args = ["train", "--data", tmp_path / "nothing.csv", "-o", tmp_path / "out", "--name", "t", "--modality", "FLAIR",
+            "--device", "cpu"]
+    code, _, err = itermask(capsys, *args)
+    assert_one_line_error(code, err, variable)
+    if "LOCAL_RANK" not in environment:  # segmenting does not use it
+        code, _, err = segment(capsys, model, small, "-o", tmp_path / "out")
+        assert_one_line_error(code, err, variable)
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from itermask.cli import seed_integer
+
 
 def build_methods(models: list[str], policies: list[str] | None, intensity: bool, frequency_only: bool,
                   calibration_data: str | None, seed: int = 0) -> list:
@@ -68,5 +70,5 @@ def register(subparsers) -> None:
     p.add_argument("--label-name", default="lesion_mask", help="label file name (any non-zero voxel is lesion)")
     p.add_argument("--brain-name", default="", help="brain mask file name; empty: the scans are skull-stripped")
     p.add_argument("-o", "--output", required=True, help="folder for results.md, results.csv and figures/")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_integer, default=0)
     p.set_defaults(func=_cmd_evaluate)

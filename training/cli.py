@@ -1,8 +1,9 @@
 """``itermask train``: registered into the core CLI through the ``itermask.commands`` entry point."""
 from __future__ import annotations
 
-from itermask.metadata import MODALITIES
+from itermask.cli import number_argument, positive_float, positive_integer, seed_integer
 from itermask.cohort import process_rank
+from itermask.metadata import MODALITIES
 from itermask.errors import ItermaskError
 
 from .config import DEFAULTS_BY_DIMS, TrainConfig
@@ -60,19 +61,24 @@ def register(subparsers) -> None:
     p.add_argument("--modality", required=True, type=str.upper, choices=MODALITIES)
     p.add_argument("--dims", type=int, choices=(2, 3), default=2,
                    help="2: IterMask² on axial slices (first + masked network); 3: IterMask3D unified volume network")
-    p.add_argument("--steps", type=int, help=_by_dims("steps"))
-    p.add_argument("--batch-size", type=int, help="slices (2D) or volumes (3D) per step; " + _by_dims("batch_size"))
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--channels", type=int, nargs="+", help="UNet widths per level; " + _by_dims("channels"))
-    p.add_argument("--spacing", type=float, help="model grid spacing in mm; " + _by_dims("spacing_mm"))
-    p.add_argument("--size", type=int, help="smallest model grid side in voxels (2D: in-plane); " + _by_dims("size"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_integer, help=_by_dims("steps"))
+    p.add_argument("--batch-size", type=positive_integer,
+                   help="slices (2D) or volumes (3D) per step; " + _by_dims("batch_size"))
+    p.add_argument("--lr", type=number_argument(maximum=1.0), default=1e-3,
+                   help="Adam's learning rate (default 1e-3; above 1 every step overshoots)")
+    p.add_argument("--channels", type=positive_integer, nargs="+",
+                   help="UNet widths per level; " + _by_dims("channels"))
+    p.add_argument("--spacing", type=positive_float, help="model grid spacing in mm; " + _by_dims("spacing_mm"))
+    p.add_argument("--size", type=positive_integer,
+                   help="smallest model grid side in voxels (2D: in-plane); " + _by_dims("size"))
+    p.add_argument("--seed", type=seed_integer, default=0)
     p.add_argument("--method", choices=("itermask", "ae", "dae"), default="itermask",
                    help="ae / dae: an evaluation baseline on the same backbone and data (autoencoder; denoising "
                         "autoencoder), not an IterMask model")
     p.add_argument("--dae-noise", choices=("positive", "signed"), default="positive",
                    help="DAE noise: hyper-intense only (the original DAE) or signed")
-    p.add_argument("--dae-noise-sd", type=float, default=1.2, help="DAE noise SD in z-score units (default 1.2)")
+    p.add_argument("--dae-noise-sd", type=positive_float, default=1.2,
+                   help="DAE noise SD in z-score units (default 1.2)")
     p.add_argument("--no-frequency", action="store_true",
                    help="ablation 'spatial masking only': the masked network does not see the high-frequency image")
     p.add_argument("--no-augment", action="store_true",
@@ -82,14 +88,16 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: a GPU when there is one (under torchrun, GPU LOCAL_RANK), with bfloat16 mixed precision")
     p.add_argument("--cache", help="preprocessing cache folder (default <output>/preprocessed); may be shared")
-    p.add_argument("--checkpoint-every", type=int, default=200, metavar="N", help="steps between checkpoints")
+    p.add_argument("--checkpoint-every", type=positive_integer, default=200, metavar="N",
+                   help="steps between checkpoints")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--stop-after", type=int, metavar="N", help="train at most N steps now, checkpoint, exit")
+    p.add_argument("--stop-after", type=positive_integer, metavar="N",
+                   help="train at most N steps now, checkpoint, exit")
     p.set_defaults(func=_cmd_train)
 
     c = subparsers.add_parser("calibrate", help="re-calibrate τ and the threshold of a bundle on your healthy scans")
     c.add_argument("--model", required=True, help="bundle name or path")
     c.add_argument("--data", required=True, help="as for train; only the calibration cases are used")
     c.add_argument("-o", "--output", required=True, help="where to write the re-calibrated bundle (.pt)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=seed_integer, default=0)
     c.set_defaults(func=_cmd_calibrate)

@@ -6,7 +6,6 @@ GPUs). Run alone, the same code is a single process and nothing is initialised.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,7 +14,8 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from itermask._shared import choose_device
-from itermask.cohort import process_rank
+from itermask.cohort import local_rank, process_rank
+from itermask.errors import ItermaskError
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,16 @@ def start(device: str = "auto") -> Process:
     """Join the job ``torchrun`` started (its RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), or run alone.
 
     ``device``: ``cpu``, ``cuda`` or ``auto`` (a GPU when there is one; each process takes GPU ``LOCAL_RANK``); an
-    :class:`~itermask.errors.ItermaskError` for another name, or for ``cuda`` without a GPU.
+    :class:`~itermask.errors.ItermaskError` for another name, for ``cuda`` without a GPU, and for a RANK,
+    WORLD_SIZE or LOCAL_RANK that is not a whole number in range.
     """
-    where = choose_device(device, int(os.environ.get("LOCAL_RANK", 0)))
+    where = choose_device(device, local_rank())
     rank, world = process_rank()
     cuda = where.type == "cuda"
     if cuda:
+        if where.index >= torch.cuda.device_count():
+            raise ItermaskError(f"LOCAL_RANK {where.index} names a GPU that is not there "
+                                f"({torch.cuda.device_count()} visible)")
         torch.cuda.set_device(where)
     if world > 1 and not dist.is_initialized():
         # Waits at barriers can be long (preparing a large cohort's share of the cache): allow two hours, not 30 min.

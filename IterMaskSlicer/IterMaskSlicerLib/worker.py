@@ -14,9 +14,16 @@ read): ``brain`` after ``initialize`` (uint8, the whole input grid); after a com
 Masks and map hold only the brain's voxels, in Slicer's (k, j, i) C order: the rest of the input grid is zero.
 A run's progress carries no arrays, so it costs the run nothing; its masks travel once, when it is done.
 
+A line that is not such a command (not JSON, not an object, no ``cmd``, no integer ``id``) is answered at once with
+``{"id": <its id, or null when none can be read>, "event": "error", "message": ..., "state": null}``, and the worker
+reads on; so is a command that fails.
+
 ``{"cmd": "cancel", "run": id}`` is the only message that is not queued: the reader thread notes it, the run stops
 after the step in flight and goes back to the session as it was before the run. A ``cancelled`` or ``error`` reply
 carries no arrays: the Slicer side shows again what it showed before the command.
+
+``{"cmd": "quit"}`` or the end of stdin means the client has gone: queued commands are dropped, a run in flight is
+cancelled, and the process ends within :data:`EXIT_GRACE_S` even if the command in flight does not.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,38 +207,94 @@ class Worker:
         self.show(request, computed)
 
 
+# After the client has gone, how long the command in flight may take to end before the process leaves anyway.
+EXIT_GRACE_S = 2.0
+
+
+class BadMessage(ItermaskError):
+    """A line that is not a command; ``request_id``: its id when one could be read (for the error reply)."""
+
+    def __init__(self, reason: str, request_id: int | None = None):
+        super().__init__(reason)
+        self.request_id = request_id
+
+
+def parse_command(line: bytes) -> dict:
+    """One protocol line as a command: a JSON object with a ``cmd`` name and an integer ``id`` (``quit`` and
+    ``cancel`` need none; ``cancel`` needs the integer id of the ``run`` to stop); else :class:`BadMessage`."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep, an integer of 5000 digits
+        raise BadMessage(f"a worker message must be one line of JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise BadMessage("a worker message must be a JSON object")
+    request_id = message.get("id") if type(message.get("id")) is int else None  # not true, 1.5 or "1"
+    cmd = message.get("cmd")
+    if not isinstance(cmd, str):
+        raise BadMessage('a worker message needs a "cmd" (the command\'s name)', request_id)
+    if cmd == "cancel" and type(message.get("run")) is not int:
+        raise BadMessage('"cancel" needs the integer id of the "run" to stop', request_id)
+    if cmd not in ("quit", "cancel") and request_id is None:
+        raise BadMessage(f'the command {cmd[:40]!r} needs an integer "id"')
+    return message
+
+
+def error_reply(request_id: int | None, message: str) -> dict:
+    """An ``error`` reply; ``message`` is cut short, since it may quote a line of any length."""
+    return {"id": request_id, "event": "error", "message": message[:1000], "state": None}
+
+
 def main(folder: str) -> int:
     # Whatever a library prints must not corrupt the protocol: stdout (fd 1) becomes stderr, replies use a copy.
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    sending = threading.Lock()  # both threads reply: the reader to lines it cannot read, the main thread to commands
 
     def send(message: dict) -> None:
-        protocol.write(json.dumps(message) + "\n")
-        protocol.flush()
+        with sending:
+            protocol.write(json.dumps(message) + "\n")
+            protocol.flush()
 
     commands: queue.Queue = queue.Queue()
     cancelled: set[int] = set()
+    leaving = threading.Event()
 
     def read_stdin() -> None:
-        for line in sys.stdin:
-            if line.strip():
-                message = json.loads(line)
+        queued = set()
+        try:
+            for line in sys.stdin.buffer:
+                if not line.strip():
+                    continue
+                try:
+                    message = parse_command(line)
+                except BadMessage as exc:
+                    send(error_reply(exc.request_id, str(exc)))
+                    continue
+                if message["cmd"] == "quit":
+                    break
                 if message["cmd"] == "cancel":  # noted at once: the run it stops is what the main thread is doing
                     cancelled.add(message["run"])
                 else:
+                    queued.add(message["id"])
                     commands.put(message)
-        commands.put(None)  # the client went away: leave
+        finally:  # the client went away (or reading failed): stop the run in flight, drop the rest, leave
+            cancelled.update(queued)
+            leaving.set()
+            commands.put(None)
+            time.sleep(EXIT_GRACE_S)  # the main thread ends the process before this unless a command is stuck
+            print("itermask worker: leaving with a command still running", file=sys.stderr, flush=True)
+            os._exit(1)
 
     threading.Thread(target=read_stdin, daemon=True).start()
     worker = Worker(Path(folder), send, cancelled)
-    while (request := commands.get()) is not None and request["cmd"] != "quit":
+    while (request := commands.get()) is not None and not leaving.is_set():
         try:
             worker.execute(request)
         except Exception as exc:  # reported to the user; the session stays as it was before the command
             message = str(exc) if isinstance(exc, (ItermaskError, IndexError)) else f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-            send({"id": request["id"], "event": "error", "message": message, "state": None})
+            send(error_reply(request["id"], message))
     return 0
 
 

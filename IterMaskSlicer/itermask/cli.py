@@ -18,9 +18,10 @@ import numpy as np
 from . import __version__
 from .bundle import ModelBundle, load_model
 from .discovery import available_models, default_model_name
-from .errors import ItermaskError
+from .errors import ItermaskError, shown
 from .metadata import MODALITIES, check_modality
 from .policies import POLICIES
+from .reconstruction import MAX_SEED
 from .session import Session, check_seed
 
 
@@ -138,9 +139,11 @@ def _choose_model(args) -> ModelBundle:
 def _cmd_segment(args) -> int:
     from tqdm import tqdm
 
-    from .cohort import clear_failure, expand_inputs, output_names, process_rank, record_failure, shard, write_summary
+    from .cohort import (clear_failure, expand_inputs, output_names, process_rank, record_failure,
+                         remove_stale_partials, shard, write_summary)
 
     seed = check_seed(args.seed)
+    rank, world = process_rank()
     out_root = Path(args.output)
     check_output_folder(out_root)
     inputs = expand_inputs(args.inputs)
@@ -150,7 +153,6 @@ def _cmd_segment(args) -> int:
         raise ItermaskError(f"give one --brain-mask for all inputs or one per input file ({len(args.inputs)})")
     paired = dict(zip(map(Path, args.inputs), masks)) if len(masks) > 1 else {}
     bundle = _choose_model(args)
-    rank, world = process_rank()
     mine = shard(inputs, rank, world)
     failures, skipped = {}, 0
     bar = tqdm(mine, unit="scan", disable=len(mine) < 2,
@@ -170,6 +172,7 @@ def _cmd_segment(args) -> int:
     if skipped:
         print(f"skipped {skipped} already segmented (--skip-existing)")
     if out_root.is_dir():  # nothing was written for a single bad scan, and nothing should be
+        remove_stale_partials(out_root)  # left by a run killed while this one ran (the start's sweep saw it locked)
         for path, reason in failures.items():
             record_failure(out_root, names[path], path, reason)
         with _output_errors(out_root / "summary.csv"):
@@ -231,8 +234,56 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser (also for the subcommands, which inherit it), reporting a refused argument like every other
+    refusal: in one ``itermask: error:`` line, not after the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"itermask: error: {message} (see {self.prog} --help)\n")
+
+
+def integer_argument(minimum: int = 1, maximum: int | None = None):
+    """An argparse ``type``: a whole number from ``minimum`` to ``maximum`` (None: no upper bound); anything else is
+    refused while the command line is read, before any data are, saying what is allowed."""
+    allowed = ("a positive integer" if (minimum, maximum) == (1, None) else
+               f"a whole number from {minimum}" + ("" if maximum is None else f" to {maximum}"))
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {shown(text)}")
+        return value
+    return integer
+
+
+positive_integer = integer_argument(minimum=1)
+seed_integer = integer_argument(0, MAX_SEED)
+
+
+def number_argument(maximum: float = math.inf):
+    """An argparse ``type``: a finite number > 0 and ≤ ``maximum`` (not 0, -1, nan or inf); anything else is refused
+    like :func:`integer_argument` refuses it."""
+    allowed = "a positive number" + ("" if maximum == math.inf else f" up to {maximum:g}")
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 < value <= maximum):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {shown(text)}")
+        return value
+    return number
+
+
+positive_float = number_argument()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="itermask", description="Unsupervised brain-lesion segmentation (IterMask).")
+    parser = ArgumentParser(prog="itermask", description="Unsupervised brain-lesion segmentation (IterMask).")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 

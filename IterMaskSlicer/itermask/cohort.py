@@ -6,24 +6,25 @@ many, with no coordination beyond a shared output folder. Each process rebuilds 
 disk when it finishes, so the last one to finish leaves the complete table.
 
 Each scan's results are written into a hidden ``.<name>.*.partial`` folder that is renamed into place when complete.
-The writer holds a lock on it, so a later run can tell a partial folder left by a killed process (removed) from one
-another process is writing now (left alone). A scan that fails leaves a record in ``.failures/`` until it succeeds,
-so the summary lists it, whichever process wrote it.
+The writer holds a lock on it, so a run can tell a partial folder left by a killed process (removed, when a run
+starts and when it ends) from one another process is writing now (left alone). A scan that fails leaves a record in
+``.failures/`` until it succeeds, so the summary lists it, whichever process wrote it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
-import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ._shared import atomic_file, write_csv
-from .errors import ItermaskError
+from .errors import ItermaskError, shown
 from .io import DICOM_ADVICE, SUFFIXES, is_dicom, scan_stem
 
 try:
@@ -36,16 +37,38 @@ SUMMARY_COLUMNS = ("input", "model", "policy", "final_mask_ml", "segmentation_ml
                    "converged", "seconds", "output", "status", "error")
 FAILURES = ".failures"
 _MASK_NAMES = ("_brainmask", "_lesion", "_mask")
-# A partial folder is locked a moment after it is made; one younger than this may not be locked yet.
-_PARTIAL_GRACE_S = 5.0
+# Bytes a partial folder's name adds to the scan's: the dots, mkdtemp's random characters, ".partial", and a margin.
+_PARTIAL_EXTRA_BYTES = 32
 
 
 def process_rank() -> tuple[int, int]:
-    """(rank, world size) from ``RANK`` / ``WORLD_SIZE`` (set by torchrun); (0, 1) when run alone."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if not 0 <= rank < world:
-        raise ValueError(f"RANK {rank} is outside WORLD_SIZE {world}")
+    """(rank, world size) from ``RANK`` / ``WORLD_SIZE`` (set by torchrun); (0, 1) when run alone. A one-line
+    error for a value that is not a whole number or a rank outside 0 … WORLD_SIZE − 1."""
+    rank, world = _environment_integer("RANK", 0, minimum=0), _environment_integer("WORLD_SIZE", 1, minimum=1)
+    if rank >= world:
+        raise ItermaskError(f"RANK {rank} is outside WORLD_SIZE {world} (the ranks are 0 to {world - 1})")
     return rank, world
+
+
+def local_rank() -> int:
+    """This process's GPU on its node, from ``LOCAL_RANK`` (set by torchrun); 0 when run alone. A one-line error
+    for a value that is not a whole number or not below WORLD_SIZE."""
+    rank, world = _environment_integer("LOCAL_RANK", 0, minimum=0), process_rank()[1]
+    if rank >= world:
+        raise ItermaskError(f"LOCAL_RANK {rank} is outside WORLD_SIZE {world} (the ranks are 0 to {world - 1})")
+    return rank
+
+
+def _environment_integer(name: str, default: int, minimum: int) -> int:
+    """The environment variable ``name`` as a whole number ≥ ``minimum`` (plain ASCII digits: not ``1.0``, ``1_0``
+    or ``-1``); ``default`` when it is not set."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"\s*[0-9]{1,18}\s*", text) or int(text) < minimum:
+        raise ItermaskError(f"the environment variable {name} must be a whole number from {minimum}, "
+                            f"got {shown(text)}")
+    return int(text)
 
 
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
@@ -124,48 +147,78 @@ def _format_name(path: Path) -> str:
 @contextmanager
 def partial_folder(out_root: Path, name: str):
     """A new, locked ``out_root/.<name>.*.partial`` folder for one scan's results, removed if the block fails; the
-    block renames it into place when it succeeds. Made before the computation, so an output folder that cannot be
-    written (read-only, a name too long) fails at once."""
-    partial = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_root))
-    handle = os.open(partial, os.O_RDONLY)
+    block renames it into place as ``out_root/name`` when it succeeds. Made before the computation, so an output
+    folder that cannot be written (read-only, ``name`` too long) fails at once. ``<name>`` is cut short where the
+    whole would be too long: any ``name`` the file system can hold gets its output folder."""
+    try:  # the file system says whether it can hold the name (as "File name too long"), before the computation
+        (out_root / name).lstat()
+    except FileNotFoundError:
+        pass
+    room = _name_max(out_root) - _PARTIAL_EXTRA_BYTES
+    shortened = os.fsencode(name)[:room].decode(sys.getfilesystemencoding(), "ignore")  # never half a character
+    with ExitStack() as held:
+        with _locked(out_root, shared=True):  # no sweep sees the folder between being made and being locked
+            partial = Path(tempfile.mkdtemp(prefix=f".{shortened}.", suffix=".partial", dir=out_root))
+            held.enter_context(_locked(partial))
+        try:
+            yield partial
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` holds."""
     try:
-        _lock(handle, wait=True)
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf; 255 characters are at least 255 bytes
+        return 255
+
+
+def remove_stale_partials(out_root: Path) -> list[Path]:
+    """Remove the ``.*.partial`` folders no process is writing (left by a killed run); returns them. Writers make
+    and lock their folders under a shared lock on ``out_root`` that this takes exclusively, so an unlocked folder
+    is stale however young it is."""
+    removed = []
+    with _locked(out_root, shared=False):
+        for folder in out_root.glob(".*.partial"):
+            if folder.is_symlink() or not folder.is_dir():  # not a folder a writer made
+                continue
+            try:  # its writer may rename it into place, and unlock it, at any moment
+                with _locked(folder, wait=False) as handle:
+                    if handle is not None and _is_at(handle, folder):
+                        shutil.rmtree(folder, ignore_errors=True)
+                        removed.append(folder)
+            except OSError:
+                continue
+    return removed
+
+
+@contextmanager
+def _locked(path: Path, shared: bool = False, wait: bool = True):
+    """A lock on the file or folder ``path`` for the block, released when it ends or its process dies. Yields the
+    open handle, or None where another process holds the lock (``wait`` False) or the file system has no locks
+    (Windows, some network mounts): then partial folders are never removed, only left out of the summary."""
+    if fcntl is None:
+        yield None
+        return
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+            locked = True
+        except OSError:  # BlockingIOError: held by another process; else no locks here
+            locked = False
+        yield handle if locked else None
     finally:
         os.close(handle)
 
 
-def remove_stale_partials(out_root: Path) -> list[Path]:
-    """Remove the ``.*.partial`` folders no process is writing (left by a killed run); returns them."""
-    removed = []
-    for folder in out_root.glob(".*.partial"):
-        try:  # another process may rename its folder into place at any moment
-            if not folder.is_dir() or time.time() - folder.stat().st_mtime < _PARTIAL_GRACE_S:
-                continue
-            handle = os.open(folder, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            if _lock(handle, wait=False):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        finally:
-            os.close(handle)
-    return removed
-
-
-def _lock(handle: int, wait: bool) -> bool:
-    """An exclusive lock on an open folder, released when it is closed or its process dies; False if another
-    process holds it (or locks are unavailable)."""
-    if fcntl is None:
-        return False
+def _is_at(handle: int, path: Path) -> bool:
+    """Whether the open ``handle`` is still the file at ``path``."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        return True
-    except BlockingIOError:
+        return os.path.samestat(os.fstat(handle), os.stat(path))
+    except OSError:
         return False
 
 

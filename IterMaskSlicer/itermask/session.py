@@ -14,7 +14,7 @@ import torch
 
 from ._shared import choose_device, voxel_ml
 from .bundle import ModelBundle
-from .errors import ItermaskError, finite_number
+from .errors import ItermaskError, finite_number, positive_number
 from .metadata import Calibration, HealthyScan
 from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
@@ -146,7 +146,7 @@ class Session:
         self.rule = SegmentationRule.for_bundle(model.metadata, policy)
         if anomaly is not None:
             self.rule = SegmentationRule(anomaly, self.rule.threshold, self.rule.source)
-        self.tau_from_user = None if tau is None else finite_number(tau, "τ")
+        self.tau_from_user = None if tau is None else positive_number(tau, "τ")
         self.tau = finite_number(model.calibration.tau if tau is None else tau, "τ")
         self.threshold_from_user = None if threshold is None else finite_number(threshold, "the threshold")
         self.device = choose_device(device)
@@ -215,7 +215,7 @@ class Session:
     # --- changing the course ----------------------------------------------------------------------------------
     def set_tau(self, tau: float) -> None:
         """Use ``tau`` for the next steps; iterations after the current one are discarded (they used the old τ)."""
-        self.tau = self.tau_from_user = finite_number(tau, "τ")
+        self.tau = self.tau_from_user = positive_number(tau, "τ")
         self._truncate()
 
     def set_mask(self, mask: np.ndarray) -> None:
