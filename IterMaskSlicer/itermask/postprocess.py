@@ -52,12 +52,20 @@ class PostProcess:
     def segment(self, anomaly_map: np.ndarray, threshold: float, brain: np.ndarray,
                 spacing: tuple[float, float, float]) -> np.ndarray:
         """The segmentation (bool, the map's shape) of ``anomaly_map > threshold`` inside ``brain`` after this
-        clean-up; ``spacing``: the voxel size in mm along the array's three axes."""
-        values = median_filtered(anomaly_map, spacing) if self.median else anomaly_map
-        mask = (values > threshold) & inner_brain(brain, self.rim_mm, spacing)
+        clean-up; ``spacing``: the voxel size in mm along the array's three axes. The work is done on the brain's
+        bounding box (one voxel of margin, so the rim and the median see the brain's edge as they would in full)."""
+        brain = np.asarray(brain, bool)
+        out = np.zeros(brain.shape, bool)
+        if not brain.any():
+            return out
+        box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(brain))
+        values = np.asarray(anomaly_map)[box]
+        values = median_filtered(values, spacing) if self.median else values
+        mask = (values > threshold) & inner_brain(brain[box], self.rim_mm, spacing)
         if self.min_component_ml > 0:
             mask = without_small_components(mask, self.min_component_ml * 1000.0 / float(np.prod(spacing)))
-        return mask
+        out[box] = mask
+        return out
 
 
 def _neighbour_reach(spacing) -> list[int]:
@@ -89,16 +97,21 @@ def inner_brain(brain: np.ndarray, rim_mm: float, spacing) -> np.ndarray:
         return brain
     outside = torch.from_numpy(~brain).float()[None, None]
     outside = F.pad(outside, [r for r in reversed(reach) for _ in (0, 1)], value=1.0)
-    near_edge = F.max_pool3d(outside, [2 * r + 1 for r in reach], stride=1)[0, 0] > 0
-    return brain & ~near_edge.numpy()
+    for axis, r in enumerate(reach):  # a box maximum is three 1D maxima, one per axis
+        kernel = [1, 1, 1]
+        kernel[axis] = 2 * r + 1
+        outside = F.max_pool3d(outside, kernel, stride=1)
+    return brain & ~(outside[0, 0] > 0).numpy()
 
 
 def without_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     """``mask`` without its 26-connected clusters of fewer than ``min_voxels`` voxels.
 
     Every voxel starts labelled with its own index (from 1); each round a voxel takes the largest label among its
-    3×3×3 neighbours, then the label that voxel holds (pointer jumping, so long clusters take few rounds). Labels
-    only grow and never leave their cluster, so every cluster ends labelled by its largest index.
+    3×3×3 neighbours, then the label that voxel holds (pointer jumping). Labels only grow and never leave their
+    cluster, and a cluster of n voxels is one label after at most n − 1 rounds, so rounds stop at ``min_voxels``:
+    a label whose voxels all agree with their neighbours is a whole cluster and is judged by its size, and a cluster
+    still unsettled then is larger than ``min_voxels`` and kept.
 
     >>> m = np.zeros((1, 3, 7), bool); m[0, 0, :3] = True; m[0, 2, 6] = True
     >>> without_small_components(m, 2).sum()
@@ -111,13 +124,16 @@ def without_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     inside = torch.from_numpy(mask[box])
     index = torch.arange(1, inside.numel() + 1, dtype=torch.float64).reshape(inside.shape)  # float64: exact
     labels = torch.where(inside, index, 0.0)
-    while True:
-        spread = F.max_pool3d(labels[None, None], 3, stride=1, padding=1)[0, 0] * inside
-        jumped = torch.maximum(spread, labels.flatten()[(spread.long() - 1).clamp_min(0)].reshape(spread.shape)) * inside
+    spread = lambda v: F.max_pool3d(v[None, None], 3, stride=1, padding=1)[0, 0] * inside  # noqa: E731
+    for _ in range(int(np.ceil(min_voxels))):
+        grown = spread(labels)
+        jumped = torch.maximum(grown, labels.flatten()[(grown.long() - 1).clamp_min(0)].reshape(grown.shape)) * inside
         if torch.equal(jumped, labels):
             break
         labels = jumped
+    unsettled = torch.unique(labels[inside & (spread(labels) != labels)])
     ids, sizes = torch.unique(labels[inside], return_counts=True)
+    kept = torch.cat([ids[sizes >= min_voxels], unsettled])
     out = np.zeros_like(mask)
-    out[box] = torch.isin(labels, ids[sizes >= min_voxels]).numpy() & mask[box]
+    out[box] = torch.isin(labels, kept).numpy() & mask[box]
     return out

