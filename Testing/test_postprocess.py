@@ -62,3 +62,11 @@ def test_a_clean_up_segments_inside_the_brain_only_and_describes_itself(ms_patch
     assert post.describe() == "median, 2 mm rim, clusters ≥ 0.01 ml" and PostProcess().describe() == "none"
     with pytest.raises(Exception, match="rim_mm must not be negative"):
         PostProcess(rim_mm=-1.0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from itermask import postprocess
+
+    assert doctest.testmod(postprocess).failed == 0

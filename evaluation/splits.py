@@ -91,12 +91,18 @@ def ms_clinical(modality: str) -> list[Scan]:
     return scans
 
 
-def scans_of(modality: str, manifests: Path = MANIFESTS) -> list[Scan]:
-    """Every scan the validation of ``modality`` (lower case, e.g. ``flair``) uses, with its role."""
+def manifest_scans(manifest: Path) -> list[Scan]:
+    """The scans of a manifest the validation uses: its labelled validation and calibration rows in their role,
+    and its unlabelled non-training rows as healthy scans."""
     scans = []
-    for case in read_cases(manifests / f"{modality}.csv"):
+    for case in read_cases(manifest):
         if case.split == "train":
             continue
         role = case.split if case.lesion_mask else "healthy"
         scans.append(Scan(case.image.parent.name, case, role, _cohort(case.image)))
-    return scans + ms_clinical(modality) + _healthy_extra(modality)
+    return scans
+
+
+def scans_of(modality: str, manifests: Path = MANIFESTS) -> list[Scan]:
+    """Every scan the validation of ``modality`` (lower case, e.g. ``flair``) uses, with its role."""
+    return manifest_scans(manifests / f"{modality}.csv") + ms_clinical(modality) + _healthy_extra(modality)

@@ -1,25 +1,27 @@
-"""Choosing each bundle's defaults on the validation split, beside two intensity thresholds.
+"""Choosing each bundle's defaults on the validation split, beside two intensity thresholds, with healthy brains.
 
-    python -m itermask_evaluation.validation                # every modality → docs/benchmark/validation/
-    python -m itermask_evaluation.validation --apply        # and record the choices in the bundles
+    python -m itermask_evaluation.validation                    # every sequence → docs/benchmark/validation/
+    python -m itermask_evaluation.validation --modality t1      # one sequence; the combined tables are rebuilt
+    python -m itermask_evaluation.validation --no-run --apply   # record the choices in the bundles, defaults.json
 
-The manifests (``training/manifests/<modality>.csv``) name each modality's validation scans: labelled, never trained
-or calibrated on. Every configuration (bundle × policy) runs once per scan; every segmentation rule is then scored
-on the same maps:
+Which scans are validation, labelled calibration, held-out test and healthy is :mod:`.splits`'s. Every
+configuration (bundle × policy) runs once per scan; every segmentation rule is then scored on the same maps:
 
 - *final mask*: the last iteration's mask itself;
 - *policy threshold*: the squared map at the calibrated threshold (IterMask²) or at τ_stop (IterMask3D); for
   IterMask3D also at the healthy-calibrated threshold, and at *released-first p99*: the 99th percentile of the
   final map over the voxels the path released in its first half (a threshold from the subject's own healthy tissue);
-- *squared, tuned* and *bright, tuned* (see :mod:`itermask.rules`): that map at the threshold with the best mean
-  Dice on the **other** labelled development scans (leave one out: a scan never helps choose its own threshold);
+- *squared*, *bright* and (T1) *dark, tuned* (see :mod:`itermask.rules`): that map at the threshold with the best
+  mean Dice on the **other** labelled development scans (leave one out: a scan never helps choose its own threshold);
 - the anchors: the in-brain z-scored intensity above the bundle's healthy-calibrated k, and above a k tuned the same
-  leave-one-out way (what a person tuning an intensity threshold by eye reaches).
+  leave-one-out way (what a person tuning an intensity threshold by eye reaches);
 
-The labelled calibration scans (whose healthy tissue calibrated the bundles) help tune thresholds but are not
-scored. A modality's default is the IterMask configuration and rule with the best mean Dice over its validation
-scans; ``--apply`` writes it into the bundle (``metadata.segmentation``, the threshold now tuned on every
-labelled development scan) and names the bundle in ``defaults.json`` beside the bundles.
+each also with every clean-up of :data:`POSTS` (:mod:`itermask.postprocess`), its threshold tuned with the clean-up
+in place. Healthy scans and held-out scans are scored at the threshold tuned on every labelled development scan.
+A sequence's default is the bundle rule with the best mean validation Dice among those that leave at most
+:data:`HEALTHY_MEDIAN_ML` (median) and :data:`HEALTHY_MAX_ML` (any scan) of false positives in healthy brains,
+if it beats every intensity threshold's; else the sequence has no default (``defaults.json`` records null). ``--apply`` writes each bundle's
+choice into it (``metadata.segmentation``) and the defaults into ``defaults.json`` beside the bundles.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from itermask.preprocess import brain_mask_or_nonzero
 from itermask.rules import reconstruction_error
 
 from .metrics import lesion_detection
-from .splits import MANIFESTS, REPO, Scan, scans_of
+from .splits import REPO, Scan, scans_of
 from .tables import markdown_table, read_csv
 
 MODALITIES = ("flair", "t1ce", "t1", "t2")
@@ -144,7 +146,7 @@ def _released_first_threshold(session: Session, released: float = 0.5, percentil
 POSTS = (PostProcess(), PostProcess(median=True), PostProcess(rim_mm=3.0), PostProcess(min_component_ml=0.05),
          PostProcess(median=True, rim_mm=3.0), PostProcess(median=True, rim_mm=3.0, min_component_ml=0.05))
 CC_EVERY = 8           # clusters are counted at every 8th candidate threshold (a factor of 1.6): labelling is slow
-CC_MAX_SHARE = 0.1     # … and only where less than this share of the brain is segmented (more never wins)
+CC_MAX_SHARE = 0.1     # … and only where less than this share of the brain is segmented (above: as without)
 HEALTHY_MEDIAN_ML, HEALTHY_MAX_ML = 10.0, 25.0   # the bound a default must keep on healthy brains
 
 
@@ -194,6 +196,7 @@ def post_counts(values: np.ndarray, data: ScanData, post: PostProcess, threshold
     lesion = int(data.truth.sum())
     for i in range(0, len(thresholds), CC_EVERY):
         if plain[0, i] + plain[1, i] > CC_MAX_SHARE * data.brain.sum():
+            out[:, i] = plain[:, i]  # so much is segmented that dropping specks changes little: not counted
             continue
         keep = _large_clusters(region & (values > thresholds[i]), smallest)
         tp = int((keep & data.truth).sum())
@@ -223,14 +226,15 @@ def _scan_sources(modality: str, data: ScanData, configurations, cache: Path, se
 
 
 def evaluate_modality(modality: str, models: Path, cache: Path, seed: int = 0,
-                      manifests: Path = MANIFESTS) -> tuple[list[dict], dict, dict]:
+                      scans: list[Scan] | None = None) -> tuple[list[dict], dict, dict]:
     """Per-scan rows for every configuration × rule × clean-up (validation, test and healthy scans), the per-bundle
-    choices, and the curves (see module doc); ``models`` holds ``<modality>-2d.pt`` and ``<modality>-3d.pt``."""
+    choices, and what is known of each scan (see module doc); ``models`` holds ``<modality>-2d.pt`` and
+    ``<modality>-3d.pt``; ``scans``: default :func:`~.splits.scans_of` the modality."""
     bundles = {dims: models / f"{modality}-{dims}d.pt" for dims in (2, 3)}
     configurations = [(bundles[2], "itermask2"), (bundles[3], "itermask3d")]
     healthy_k = load_model(bundles[3]).calibration.intensity_threshold
     curves, info = {}, {}  # (configuration, rule, post) → scan → ((3, T) counts, thresholds)
-    scans = scans_of(modality, manifests)
+    scans = scans_of(modality) if scans is None else scans
     for scan in scans:
         if scan.role == "test":
             continue  # scored below, only with what the validation chose
@@ -428,10 +432,13 @@ def meets_healthy_bound(mean_row: dict) -> bool:
 
 def _choices(modality: str, rows: list[dict], curves: dict, info: dict, bundles: dict) -> dict:
     """For each bundle its best rule and clean-up that meets the healthy bound (else its best, flagged); the
-    modality's default is the best bundle that meets it, or None. A tuned threshold is re-tuned on every labelled
-    development scan for shipping, and one that lands on an end of the search is passed over."""
+    modality's default is the best bundle that meets it and beats every intensity threshold's mean validation Dice
+    (a default no better than a one-line threshold is not one), or None. A tuned threshold is re-tuned on every
+    labelled development scan for shipping, and one that lands on an end of the search is passed over."""
     posts = {p.describe(): p for p in POSTS}
-    means = [m for m in mean_table(rows) if m["configuration"] != "intensity" and m["rule"] in SHIPPABLE]
+    table = mean_table(rows)
+    intensity = max(np.nan_to_num(m["dice"], nan=0.0) for m in table if m["configuration"] == "intensity")
+    means = [m for m in table if m["configuration"] != "intensity" and m["rule"] in SHIPPABLE]
     means.sort(key=lambda m: (not meets_healthy_bound(m), -np.nan_to_num(m["dice"], nan=-1)))
     tuning = [n for n, i in info.items() if i["role"] in ("validation", "calibration")]
     choice = {"bundles": {}, "default": None}
@@ -457,12 +464,12 @@ def _choices(modality: str, rows: list[dict], curves: dict, info: dict, bundles:
             "healthy_fp_ml_median": round(m["healthy_fp_median_ml"], 2),
             "healthy_fp_ml_max": round(m["healthy_fp_max_ml"], 2), "healthy_scans": m["healthy_fp_on"],
             "healthy_bound_met": met}
-        if met and choice["default"] is None:
+        if met and m["dice"] > intensity and choice["default"] is None:
             choice["default"] = name
     return choice
 
 
-def lesion_table(modality: str, rows: list[dict], choice: dict, info: dict, models: Path, cache: Path,
+def lesion_table(modality: str, scans: list[Scan], rows: list[dict], choice: dict, models: Path, cache: Path,
                  seed: int = 0) -> list[dict]:
     """Lesion-wise detection on the MS scans (validation and test): the default (or, without one, each bundle's
     recorded rule) and the best intensity threshold, at the threshold each row was scored with, with lesions
@@ -475,7 +482,7 @@ def lesion_table(modality: str, rows: list[dict], choice: dict, info: dict, mode
             wanted.append((f"{name} {chosen['policy']}", chosen["rule"], _post_of(chosen).describe()))
     posts = {p.describe(): p for p in POSTS}
     out = []
-    for scan in scans_of(modality):
+    for scan in scans:
         if not (scan.cohort.startswith("ms") and scan.role in ("validation", "test")):
             continue
         data = scan_data(scan)
@@ -553,12 +560,13 @@ def run(out: Path, seed: int = 0, models: Path | None = None, cache: Path = REPO
     there, so one sequence can be re-run alone; returns the choices of all of them."""
     models = models or model_directories()[0]
     for modality in modalities:
-        rows, choice, info = evaluate_modality(modality, models, cache, seed)
+        scans = scans_of(modality)
+        rows, choice, _ = evaluate_modality(modality, models, cache, seed, scans)
         folder = out / modality
         folder.mkdir(parents=True, exist_ok=True)
         write_csv(folder / "results.csv", rows)
         write_csv(folder / "means.csv", mean_table(rows))
-        lesions = lesion_table(modality, rows, choice, info, models, cache, seed)
+        lesions = lesion_table(modality, scans, rows, choice, models, cache, seed)
         if lesions:
             write_csv(folder / "lesions.csv", lesions)
         (folder / "choices.json").write_text(json.dumps(choice, indent=1) + "\n")
@@ -630,7 +638,8 @@ def report_markdown(folder: Path) -> str:
         shown = [m for m in mine if m["post"] == "none" or best_post.get((m["configuration"], m["rule"])) is m]
         default = choice["default"]
         title = (f"default `{default}`, {choice['bundles'][default]['policy']}, {choice['bundles'][default]['rule']}"
-                 if default else "**no default**: no configuration met the healthy bound")
+                 if default else "**no default**: no bundle rule both met the healthy bound and beat the intensity "
+                                 "threshold")
         parts.append(f"### {modality.upper()}: mean over {int(mine[0]['scans'])} validation scans ({title})\n\n" +
                      markdown_table([{k: m[k] for k in columns} for m in shown]))
     picked = []
@@ -658,11 +667,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="where each configuration's maps per scan are kept (each costs a full run)")
     parser.add_argument("--modality", action="append", choices=MODALITIES)
     parser.add_argument("--apply", action="store_true", help="record the choices in the bundles and defaults.json")
+    parser.add_argument("--no-run", action="store_true",
+                        help="evaluate nothing: rebuild the combined tables from the output's sequence folders")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     models = args.models or model_directories()[0]
-    choices = run(args.output, args.seed, models, args.cache, args.modality or MODALITIES)
+    choices = combine(args.output) if args.no_run else \
+        run(args.output, args.seed, models, args.cache, args.modality or MODALITIES)
     print(report_markdown(args.output))
     print(f"{(time.perf_counter() - start) / 60:.1f} min; wrote {args.output}")
     if args.apply:

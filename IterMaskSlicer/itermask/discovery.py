@@ -128,8 +128,8 @@ def validated_default(modality: str) -> tuple[str | None, str]:
         rule = _segmentation_of(name)
         said = f" (validation Dice {rule.validation_dice:.2f})" if rule and rule.validation_dice is not None else ""
         return name, f"{name}: the validated default for {modality}{said}"
-    line = (f"no validated model for {modality}: none kept healthy brains under the validation's bound on false "
-            f"positives")
+    line = (f"no validated model for {modality}: on the validation split none both beat an intensity threshold and "
+            f"left healthy brains (nearly) alone")
     candidates = [(n, r) for n in available_models() if n.startswith(modality.lower() + "-")
                   and (r := _segmentation_of(n)) is not None and r.validation_dice is not None]
     if candidates:
