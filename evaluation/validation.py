@@ -20,7 +20,7 @@ each also with every clean-up of :data:`POSTS` (:mod:`itermask.postprocess`), it
 in place. Healthy scans and held-out scans are scored at the threshold tuned on every labelled development scan.
 A sequence's default is the bundle rule with the best mean validation Dice among those that leave at most
 :data:`HEALTHY_MEDIAN_ML` (median) and :data:`HEALTHY_MAX_ML` (any scan) of false positives in healthy brains,
-if it beats every intensity threshold's; else the sequence has no default (``defaults.json`` records null). ``--apply`` writes each bundle's
+if it beats the plain intensity thresholds'; else the sequence has no default (``defaults.json`` records null). ``--apply`` writes each bundle's
 choice into it (``metadata.segmentation``) and the defaults into ``defaults.json`` beside the bundles.
 """
 from __future__ import annotations
@@ -432,12 +432,10 @@ def meets_healthy_bound(mean_row: dict) -> bool:
 
 def _choices(modality: str, rows: list[dict], curves: dict, info: dict, bundles: dict) -> dict:
     """For each bundle its best rule and clean-up that meets the healthy bound (else its best, flagged); the
-    modality's default is the best bundle that meets it and beats every intensity threshold's mean validation Dice
-    (a default no better than a one-line threshold is not one), or None. A tuned threshold is re-tuned on every
+    modality's default is :func:`default_of` them. A tuned threshold is re-tuned on every
     labelled development scan for shipping, and one that lands on an end of the search is passed over."""
     posts = {p.describe(): p for p in POSTS}
     table = mean_table(rows)
-    intensity = max(np.nan_to_num(m["dice"], nan=0.0) for m in table if m["configuration"] == "intensity")
     means = [m for m in table if m["configuration"] != "intensity" and m["rule"] in SHIPPABLE]
     means.sort(key=lambda m: (not meets_healthy_bound(m), -np.nan_to_num(m["dice"], nan=-1)))
     tuning = [n for n, i in info.items() if i["role"] in ("validation", "calibration")]
@@ -464,9 +462,19 @@ def _choices(modality: str, rows: list[dict], curves: dict, info: dict, bundles:
             "healthy_fp_ml_median": round(m["healthy_fp_median_ml"], 2),
             "healthy_fp_ml_max": round(m["healthy_fp_max_ml"], 2), "healthy_scans": m["healthy_fp_on"],
             "healthy_bound_met": met}
-        if met and m["dice"] > intensity and choice["default"] is None:
-            choice["default"] = name
+    choice["default"] = default_of(choice, table)
     return choice
+
+
+def default_of(choice: dict, means: list[dict]) -> str | None:
+    """The bundle whose recorded rule met the healthy bound with the best mean validation Dice, if that Dice beats
+    the plain intensity thresholds' (the one-line threshold, no clean-up: a default no better is not one); else
+    None."""
+    intensity = max(np.nan_to_num(m["dice"], nan=0.0) for m in means
+                    if m["configuration"] == "intensity" and m["post"] == "none")
+    met = [(c["validation_dice"], name) for name, c in choice["bundles"].items() if c["healthy_bound_met"]]
+    best = max(met, default=None)
+    return best[1] if best and best[0] > intensity else None
 
 
 def lesion_table(modality: str, scans: list[Scan], rows: list[dict], choice: dict, models: Path, cache: Path,
@@ -581,6 +589,7 @@ def combine(out: Path) -> dict:
         if not (folder / "choices.json").exists():
             continue
         choices[modality] = json.loads((folder / "choices.json").read_text())
+        choices[modality]["default"] = default_of(choices[modality], read_csv(folder / "means.csv"))
         for name, rows in tables.items():
             if (folder / name).exists():
                 rows += read_csv(folder / name)
