@@ -13,7 +13,7 @@ import pytest
 
 from itermask import ModelBundle, Session, rules, thresholding
 from itermask.metadata import BundleMetadata
-from itermask_evaluation import tables, validation
+from itermask_evaluation import splits, tables, validation
 
 from conftest import brats
 
@@ -86,40 +86,50 @@ def test_a_whole_brain_segmentation_never_passes_without_a_warning(tiny_model, s
 
 
 def test_validation_scores_leave_one_out_and_applies_its_choice(tiny_model, tiny_model_3d, tmp_path):
-    """Two labelled BraTS scans as the validation split: every configuration runs on both, every tuned threshold
-    comes from the other scan, and the choice recorded in the bundles is what `itermask segment` then uses."""
+    """Two labelled BraTS scans as the validation split and pat0003 as the "healthy" scan: every configuration runs
+    on each, every tuned threshold comes from the other labelled scan, the default is the best Dice among the rules
+    within the healthy bound (or none), and what is recorded is what `itermask segment` then uses or refuses."""
     manifests, models = tmp_path / "manifests", tmp_path / "models"
     manifests.mkdir(), models.mkdir()
-    rows = ["image,brain_mask,lesion_mask,split"]
+    rows = ["image,brain_mask,lesion_mask,split", f"{brats('0003')},{brats('0003', 'brainmask')},,calibration"]
     rows += [f"{brats(c)},{brats(c, 'brainmask')},{brats(c, 'OTMultiClass')},validation" for c in ("0005", "0006")]
     (manifests / "flair.csv").write_text("\n".join(rows) + "\n")
     for dims, source in ((2, tiny_model), (3, tiny_model_3d)):
         (models / f"flair-{dims}d.pt").write_bytes(source.read_bytes())
-    found, choice = validation.evaluate_modality("flair", models, tmp_path / "cache", manifests=manifests)
-    scans = {r["scan"] for r in found}
-    assert scans == {"brats_2013_pat0005_1", "brats_2013_pat0006_1"}
-    configurations = {(r["configuration"], r["rule"]) for r in found}
-    assert ("flair-3d itermask3d", "bright, tuned") in configurations
-    assert ("intensity", "intensity, tuned") in configurations
+    scans = splits.manifest_scans(manifests / "flair.csv")
+    assert [s.role for s in scans] == ["healthy", "validation", "validation"]
+    found, choice, _ = validation.evaluate_modality("flair", models, tmp_path / "cache", scans=scans)
+    assert {r["scan"] for r in found if r["role"] == "validation"} == {"brats_2013_pat0005_1", "brats_2013_pat0006_1"}
+    configurations = {(r["configuration"], r["rule"], r["post"]) for r in found}
+    assert ("flair-3d itermask3d", "bright, tuned", "none") in configurations
+    assert ("intensity", "intensity, tuned", "3 mm rim") in configurations
     assert all(0 <= r["dice"] <= 1 for r in found if not np.isnan(r["dice"]))
-    best = validation.mean_table([r for r in found if r["configuration"] != "intensity"])[0]
-    assert choice["default"] == best["configuration"].split()[0]
+    healthy = [r for r in found if r["role"] == "healthy"]
+    assert healthy and all(r["false_positive_ml"] == pytest.approx(r["segmented_ml"]) for r in healthy)
+    table = validation.mean_table(found)
+    intensity = max(m["dice"] for m in table if m["configuration"] == "intensity" and m["post"] == "none")
+    within = [m for m in table if m["configuration"] != "intensity"
+              and m["rule"] in validation.SHIPPABLE and validation.meets_healthy_bound(m)]
+    best = within[0] if within else None
+    assert choice["default"] == (best["configuration"].split()[0] if best and best["dice"] > intensity else None)
 
     validation.apply({"flair": choice}, models)
     assert json.loads((models / "defaults.json").read_text()) == {"FLAIR": choice["default"]}
-    chosen = choice["bundles"][choice["default"]]
-    recorded = ModelBundle.load(models / f"{choice['default']}.pt").metadata
-    assert recorded.segmentation.anomaly == chosen["anomaly"]
-    assert recorded.policy.default == chosen["policy"]
-
     out = tmp_path / "out"
     env = {**os.environ, "ITERMASK_MODEL_PATH": str(models)}
     run = subprocess.run([sys.executable, "-m", "itermask.cli", "segment", str(brats("0006")), "--brain-mask",
                           str(brats("0006", "brainmask")), "--modality", "FLAIR", "-o", str(out)],
                          capture_output=True, text=True, env=env)
+    if choice["default"] is None:
+        assert run.returncode != 0 and "no validated model for FLAIR" in run.stderr
+        return
     assert run.returncode == 0, run.stderr
+    chosen = choice["bundles"][choice["default"]]
+    recorded = ModelBundle.load(models / f"{choice['default']}.pt").metadata
+    assert recorded.segmentation.anomaly == chosen["anomaly"] and recorded.policy.default == chosen["policy"]
     report = json.loads((out / "Flair_subtrMeanDivStd" / "report.json").read_text())
     assert report["model"] == recorded.name and report["policy"] == chosen["policy"]
     assert report["segmentation_rule"]["anomaly"] == chosen["anomaly"]
+    assert report["segmentation_rule"]["post"]["rim_mm"] == chosen["rim_mm"]
     if chosen["threshold"] is not None:
         assert report["threshold"] == pytest.approx(chosen["threshold"])

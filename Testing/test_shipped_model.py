@@ -16,12 +16,17 @@ from conftest import REPO
 SHIPPED = sorted((REPO / "IterMaskSlicer" / "Resources" / "Models").glob("*.pt"))
 
 
-def test_each_modality_defaults_to_a_shipped_bundle_with_its_validated_rule():
+def test_each_modality_defaults_to_a_bundle_that_met_the_healthy_bound_or_to_none_said_plainly():
     for modality in ("FLAIR", "T1CE", "T1", "T2"):
-        name = itermask.default_model_name(modality)
-        assert f"{name}.pt" in [p.name for p in SHIPPED]
+        name, line = itermask.validated_default(modality)
+        if name is None:  # the validation found no bundle that leaves healthy brains (nearly) alone
+            assert line.startswith(f"no validated model for {modality}") and "--model" in line
+            continue
+        assert f"{name}.pt" in [p.name for p in SHIPPED] and itermask.default_model_name(modality) == name
         rule = itermask.load_model(name).metadata.segmentation
         assert rule.chosen_by == "itermask_evaluation.validation" and rule.validation_scans >= 1
+        assert rule.healthy_bound_met and rule.healthy_fp_ml_median <= 10 and rule.healthy_fp_ml_max <= 25
+    assert itermask.validated_default("FLAIR")[0] is not None  # the sequence the method works on
 
 
 def test_no_shipped_rule_is_a_threshold_at_an_end_of_the_validation_search():

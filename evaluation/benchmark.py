@@ -23,7 +23,7 @@ from itermask import load_model
 from itermask._shared import write_csv
 from itermask.cases import Case, CaseVolumes, read_case, read_cases
 from itermask.preprocess import brain_mask_or_nonzero
-from itermask.thresholding import calibrate_one_shot
+from itermask.calibration import calibrate_one_shot
 
 from .artifacts import insert_lesion
 from .cases import LabelledCase

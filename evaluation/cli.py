@@ -15,7 +15,7 @@ def build_methods(models: list[str], policies: list[str] | None, intensity: bool
     from itermask import load_model
     from itermask.cases import read_cases
     from itermask.errors import ItermaskError
-    from itermask.thresholding import calibrate_one_shot
+    from itermask.calibration import calibrate_one_shot
 
     from .methods import IntensityThreshold, IterMask, OneShot
 

@@ -73,7 +73,7 @@ class IterMask:
 
 class OneShot:
     """One reconstruction; the anomaly map is its squared error inside the brain, thresholded at ``threshold``
-    (default: the bundle's calibrated one — a baseline bundle's own, see :func:`itermask.thresholding.calibrate_one_shot`)."""
+    (default: the bundle's calibrated one — a baseline bundle's own, see :func:`itermask.calibration.calibrate_one_shot`)."""
 
     def __init__(self, bundle: ModelBundle, threshold: float | None = None, label: str | None = None):
         self.bundle = bundle

@@ -16,7 +16,7 @@ from itermask.bundle import ModelBundle
 from itermask.cases import Case, as_listed
 from itermask.metadata import Calibration
 from itermask.reconstruction import network_input
-from itermask.thresholding import calibrate_one_shot, calibrate_threshold
+from itermask.calibration import calibrate_one_shot, calibrate_threshold
 
 from .batches import training_batch
 from .data import load_training_set

@@ -14,7 +14,7 @@ Names are imported on first use, so ``itermask.available_models()`` and ``iterma
 from importlib import import_module
 
 _HOMES = {"ModelBundle": "bundle", "load_model": "bundle", "default_model_name": "discovery",
-          "available_models": "discovery", "ItermaskError": "errors", "segment": "segment",
+          "available_models": "discovery", "validated_default": "discovery", "ItermaskError": "errors", "segment": "segment",
           "Iteration": "session", "Result": "session", "Session": "session"}
 
 __all__ = sorted(_HOMES)

@@ -61,6 +61,15 @@ def voxel_ml(affine: np.ndarray) -> float:
     return abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
 
 
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """The voxel size in mm along each array axis of a grid whose voxel-to-world ``affine`` is in mm.
+
+    >>> voxel_spacing(np.diag([2.0, 1.0, 2.5, 1.0]))
+    (2.0, 1.0, 2.5)
+    """
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
 def choose_device(device: str = "auto", index: int | None = None):
     """The ``torch.device`` to compute on: ``cpu``, ``cuda`` (an error when PyTorch sees no GPU) or ``auto`` (CUDA
     when available, else CPU). ``index``: which GPU (e.g. torchrun's ``LOCAL_RANK``); default the current one."""

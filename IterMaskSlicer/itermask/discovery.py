@@ -95,23 +95,71 @@ def parse_metadata(text: str, path: str | os.PathLike) -> BundleMetadata:
 
 def default_model_name(modality: str, dims: int | None = None) -> str:
     """The bundled model for a modality: ``<modality>-<dims>d`` in lower case, e.g. ``flair-2d``; with ``dims`` None,
-    the one the validation chose for that modality (``defaults.json`` in a model folder), else the 2D one."""
+    the one the validation chose for that modality (``defaults.json`` in a model folder), else the 2D one. A modality
+    the validation found no model for is an error saying so (:func:`validated_default`)."""
     modality = check_modality(modality)
-    chosen = _chosen_defaults().get(modality) if dims is None else None
-    name = chosen or f"{modality.lower()}-{dims or 2}d"
+    if dims is None:
+        name, message = validated_default(modality)
+        if name is None:
+            raise ItermaskError(message)
+    else:
+        name = f"{modality.lower()}-{dims}d"
     if name not in available_models():
         have = ", ".join(sorted(available_models())) or "none installed"
         raise ItermaskError(f"no bundled model {name} for modality {modality} (available: {have}); pass --model")
     return name
 
 
-def _chosen_defaults() -> dict[str, str]:
-    """The first ``defaults.json`` found along :func:`model_directories` (modality → bundle name), or nothing."""
+def validated_default(modality: str) -> tuple[str | None, str]:
+    """The model a user of ``modality`` gets without choosing one, and one line about it for a person to read.
+
+    ``(name, line)``: the bundle the validation chose (``defaults.json``), or ``<modality>-2d`` where no model folder
+    records a choice; ``(None, line)`` where the validation recorded that no model kept healthy brains within its
+    bound: the line says so and what ``--model NAME`` would give instead (its validation Dice and false-positive
+    ml on healthy brains, from the bundle's metadata). Reads no weights and needs no torch: the Slicer module and
+    the web page call it to fill their model choice.
+    """
+    modality = check_modality(modality)
+    chosen = _chosen_defaults()
+    if modality not in chosen:
+        return f"{modality.lower()}-2d", f"{modality.lower()}-2d (no validation recorded a default)"
+    name = chosen[modality]
+    if name is not None:
+        rule = _segmentation_of(name)
+        said = f" (validation Dice {rule.validation_dice:.2f})" if rule and rule.validation_dice is not None else ""
+        return name, f"{name}: the validated default for {modality}{said}"
+    line = (f"no validated model for {modality}: on the validation split none both beat an intensity threshold and "
+            f"left healthy brains (nearly) alone")
+    candidates = [(n, r) for n in available_models() if n.startswith(modality.lower() + "-")
+                  and (r := _segmentation_of(n)) is not None and r.validation_dice is not None]
+    if candidates:
+        name, rule = max(candidates, key=lambda c: c[1].validation_dice)
+        fp = (f", {rule.healthy_fp_ml_median:.0f} ml median / {rule.healthy_fp_ml_max:.0f} ml most on "
+              f"{rule.healthy_scans}" if rule.healthy_fp_ml_max is not None else "")
+        line += f"; --model {name} gives validation Dice {rule.validation_dice:.2f}{fp}"
+    return None, line
+
+
+def _segmentation_of(name: str):
+    """The segmentation rule recorded in bundle ``name`` (None when it records none or cannot be read)."""
+    path = available_models().get(name)
+    try:
+        return read_metadata(path).segmentation if path else None
+    except ItermaskError:
+        return None
+
+
+def _chosen_defaults() -> dict[str, str | None]:
+    """The first ``defaults.json`` found along :func:`model_directories` (modality → bundle name, or None where the
+    validation found none), or nothing."""
     for directory in model_directories():
         path = directory / DEFAULTS_FILE
         if path.is_file():
             try:
-                return dict(json.loads(path.read_text()))
+                chosen = dict(json.loads(path.read_text()))
             except (ValueError, TypeError):
-                raise ItermaskError(f"{path} is not a JSON object of modality → model name") from None
+                chosen = None
+            if chosen is None or not all(v is None or isinstance(v, str) for v in chosen.values()):
+                raise ItermaskError(f"{path} is not a JSON object of modality → model name (or null)")
+            return chosen
     return {}

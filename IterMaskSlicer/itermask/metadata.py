@@ -252,17 +252,26 @@ class Calibration(_Section):
 @dataclass(frozen=True, kw_only=True)
 class SegmentationChoice(_Section):
     """The rule the validation chose for ``policy`` (``python -m itermask_evaluation.validation --apply``): segment
-    the ``anomaly`` map (see :data:`itermask.rules.ANOMALY_MAPS`) at ``threshold``, or at the policy's own when None.
-    The rest is provenance: the rule in words, its mean validation Dice over ``validation_scans``, ``source`` and
-    ``chosen_by``."""
+    the ``anomaly`` map (see :data:`itermask.rules.ANOMALY_MAPS`) at ``threshold``, or at the policy's own when None,
+    cleaned up by ``median``, ``rim_mm`` and ``min_component_ml`` (see :mod:`itermask.postprocess`; absent: none).
+    The rest is provenance: the rule in words, its mean validation Dice over ``validation_scans``, the false-positive
+    ml it left in healthy brains (median and largest over ``healthy_scans``), whether that meets the bound a default
+    must meet (``healthy_bound_met``), ``source`` and ``chosen_by``."""
 
     section = "segmentation"
     policy: str
     anomaly: str
     threshold: float | None
+    median: bool | None = _optional()
+    rim_mm: float | None = _optional()
+    min_component_ml: float | None = _optional()
     rule: str | None = _optional()
     validation_dice: float | None = _optional()
     validation_scans: int | None = _optional()
+    healthy_fp_ml_median: float | None = _optional()
+    healthy_fp_ml_max: float | None = _optional()
+    healthy_scans: str | None = _optional()
+    healthy_bound_met: bool | None = _optional()
     source: str | None = _optional()
     chosen_by: str | None = _optional()
 

@@ -7,6 +7,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from ._shared import voxel_ml
 from .errors import ItermaskError
 from .geometry import InputBoxSampler, ModelGrid, resample_onto
 from .metadata import Grid
@@ -15,6 +16,9 @@ from .normalize import iterative_zscore
 # A brain (a mask, or the non-zero region of a "skull-stripped" image) that fills nearly the whole field of view is
 # not a brain: the image is not skull-stripped, or the mask is all ones.
 _MAX_BRAIN_FRACTION = 0.9
+# … nor is a non-zero region larger than any intracranial volume (adults: 1.1–2.0 l): a head with skull on a zero
+# background (measured here: 2.9–5.4 l for three such scans, at most 1.6 l for the skull-stripped ones).
+_MAX_BRAIN_ML = 2500.0
 # Normalised intensities are clipped to ±this many SD: real tissue and lesions stay far inside it, while a corrupt
 # voxel (1e30) would otherwise overflow float32 in the frequency filter and in the squared error.
 _MAX_ABS_Z = 100.0
@@ -103,11 +107,13 @@ def check_same_shape(array: np.ndarray, shape: tuple[int, ...], what: str) -> No
         raise ItermaskError(f"{what} has shape {tuple(np.shape(array))} but the image has shape {tuple(shape)}")
 
 
-def brain_mask_or_nonzero(image: np.ndarray, brain_mask: np.ndarray | None) -> np.ndarray:
+def brain_mask_or_nonzero(image: np.ndarray, brain_mask: np.ndarray | None,
+                          voxel_ml: float | None = None) -> np.ndarray:
     """The user's brain mask (any non-zero voxel), else the non-zero region of a skull-stripped image.
 
     A mask that fills nearly the whole field of view (an all-ones export) says nothing about where the brain is, so
-    the image is then judged as if no mask had been given.
+    the image is then judged as if no mask had been given. With ``voxel_ml`` (the volume of a voxel), a non-zero
+    region larger than any brain is refused too: a head with skull on a zero background.
     """
     if brain_mask is not None:
         brain = _brain_from_mask(brain_mask, image.shape)
@@ -117,10 +123,14 @@ def brain_mask_or_nonzero(image: np.ndarray, brain_mask: np.ndarray | None) -> n
     else:
         missing = "no brain mask given"
     brain = image != 0
-    if brain.mean() > _MAX_BRAIN_FRACTION:
-        raise ItermaskError(f"{missing} and the image is not skull-stripped: pass a brain mask (--brain-mask; "
-                            "make one with HD-BET or SynthStrip)")
-    return brain
+    if voxel_ml is not None and brain.sum() * voxel_ml > _MAX_BRAIN_ML:
+        missing += f" and the image's non-zero region ({brain.sum() * voxel_ml / 1000:.1f} l) is larger than a brain"
+    elif brain.mean() > _MAX_BRAIN_FRACTION:
+        missing += " and the image is not skull-stripped"
+    else:
+        return brain
+    raise ItermaskError(f"{missing}: pass --skull-strip (ROBEX; for a sequence other than T1, "
+                        "--skull-strip-from T1.nii.gz) or a brain mask (--brain-mask)")
 
 
 def _brain_from_mask(brain_mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -179,7 +189,7 @@ def prepare_volume(image: np.ndarray, affine: np.ndarray | None, brain_mask: np.
     """
     image = check_image(image)
     affine = check_affine(affine)
-    brain = brain_mask_or_nonzero(image, brain_mask)
+    brain = brain_mask_or_nonzero(image, brain_mask, voxel_ml(affine))
     model_grid = ModelGrid.around(brain, affine, grid.spacing_mm, grid.min_size, divisor)
     model_brain = model_grid.from_input(brain, affine) >= 0.5
     if not model_brain.any():

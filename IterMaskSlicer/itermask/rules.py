@@ -12,22 +12,25 @@ import torch
 
 from .errors import ItermaskError, finite_number
 from .metadata import BundleMetadata
+from .postprocess import PostProcess
 
 # ``squared``: (x' − x)², any deviation from the reconstruction. ``bright``: max(x − x', 0)², only voxels brighter
 # than the healthy tissue the network expected there — lesions that are hyper-intense on their sequence (FLAIR, T2),
-# without the dark rims, vessels and CSF borders the network merely blurs. Both in squared normalised intensity.
-ANOMALY_MAPS = ("squared", "bright")
+# without the dark rims, vessels and CSF borders the network merely blurs. ``dark``: max(x' − x, 0)², the other
+# side (hypo-intense lesions, as on T1). All in squared normalised intensity.
+ANOMALY_MAPS = ("squared", "bright", "dark")
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass(frozen=True)
 class SegmentationRule:
     """``anomaly``: one of :data:`ANOMALY_MAPS`; ``threshold``: on that map, or None for the policy's own;
-    ``source``: how the threshold was chosen, for the report."""
+    ``source``: how the threshold was chosen, for the report; ``post``: the clean-up of the thresholded map."""
 
     anomaly: str = "squared"
     threshold: float | None = None
     source: str = "the policy's own threshold"
+    post: PostProcess = PostProcess()
 
     def __post_init__(self):
         if self.anomaly not in ANOMALY_MAPS:
@@ -41,23 +44,28 @@ class SegmentationRule:
         chosen = metadata.segmentation
         if chosen is None or chosen.policy != policy:
             return cls()
-        return cls(chosen.anomaly, chosen.threshold, chosen.source or "recorded in the bundle")
+        post = PostProcess(bool(chosen.median), chosen.rim_mm or 0.0, chosen.min_component_ml or 0.0)
+        return cls(chosen.anomaly, chosen.threshold, chosen.source or "recorded in the bundle", post)
 
     def as_dict(self) -> dict:
-        return {"anomaly": self.anomaly, "threshold": self.threshold, "source": self.source}
+        return {"anomaly": self.anomaly, "threshold": self.threshold, "source": self.source,
+                "post": self.post.as_dict()}
 
 
 def reconstruction_error(image: torch.Tensor, reconstruction: torch.Tensor, brain: torch.Tensor,
-                         bright: bool = False) -> torch.Tensor:
-    """``(x' − x)²`` inside the brain, zero outside, float32 (any shape, all three alike); ``bright``: only where the
-    image is above its reconstruction, ``max(x − x', 0)²``. Computed in float64 and capped at float32's largest
+                         side: str = "squared") -> torch.Tensor:
+    """``(x' − x)²`` inside the brain, zero outside, float32 (any shape, all three alike); ``side`` (one of
+    :data:`ANOMALY_MAPS`) ``bright``: only where the image is above its reconstruction, ``max(x − x', 0)²``;
+    ``dark``: only where it is below. Computed in float64 and capped at float32's largest
     value, so a wild reconstruction gives a huge error rather than infinity (whose map would turn into NaN).
 
     >>> x, recon, brain = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]), torch.ones(3, dtype=bool)
-    >>> reconstruction_error(x, recon, brain).tolist(), reconstruction_error(x, recon, brain, bright=True).tolist()
-    ([1.0, 1.0, 0.0], [1.0, 0.0, 0.0])
+    >>> [reconstruction_error(x, recon, brain, side).tolist() for side in ANOMALY_MAPS]
+    [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     """
     residual = image.double() - reconstruction.double()
-    if bright:
+    if side == "bright":
         residual = residual.clamp_min(0)
+    elif side == "dark":
+        residual = residual.clamp_max(0)
     return torch.where(brain, residual.square().clamp(max=_FLOAT32_MAX).float(), torch.zeros(()))

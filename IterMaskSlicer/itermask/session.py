@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from ._shared import choose_device, voxel_ml
+from ._shared import choose_device, voxel_ml, voxel_spacing
 from .bundle import ModelBundle
 from .errors import ItermaskError, finite_number, positive_number
 from .metadata import Calibration, HealthyScan
@@ -20,7 +20,7 @@ from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
 from .rules import SegmentationRule, reconstruction_error
-from .thresholding import StopThreshold, above_threshold
+from .thresholding import StopThreshold
 
 # A segmentation larger than this share of the brain is reported as a warning: no lesion a user would segment this
 # way is that large, a wrong modality or a broken scan is.
@@ -287,7 +287,8 @@ class Session:
             raise ItermaskError("no iteration has been run yet")
         if self.rule.anomaly == "squared":
             return self.current.error
-        return reconstruction_error(self.prepared.image, self.current.reconstruction, self.prepared.brain, bright=True)
+        return reconstruction_error(self.prepared.image, self.current.reconstruction, self.prepared.brain,
+                                    side=self.rule.anomaly)
 
     def anomaly_map(self) -> np.ndarray:
         """:meth:`model_grid_anomaly_map` on the input grid (float32)."""
@@ -297,7 +298,8 @@ class Session:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
         threshold = self.threshold if threshold is None else finite_number(threshold, "the threshold")
         amap = self.anomaly_map()
-        mask = above_threshold(amap, threshold, self.prepared.input_brain).astype(np.uint8)
+        mask = self.rule.post.segment(amap, threshold, self.prepared.input_brain,
+                                      voxel_spacing(self.prepared.input_affine)).astype(np.uint8)
         input_voxel_ml = voxel_ml(self.prepared.input_affine)
         # On the model grid, as the healthy reference was measured, so the two compare whatever the input's voxels.
         final_mask_ml = float(self.current.mask.sum()) * self.prepared.grid.spacing ** 3 / 1000.0
