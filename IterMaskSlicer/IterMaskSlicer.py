@@ -22,7 +22,7 @@ from slicer.util import VTKObservationMixin
 
 from IterMaskSlicerLib import dependencies, readable
 from IterMaskSlicerLib.client import WorkerClient
-from IterMaskSlicerLib.logic import SOURCES, IterMaskLogic, default_model, default_policy
+from IterMaskSlicerLib.logic import SOURCES, IterMaskLogic, default_model, default_policy, model_note
 from IterMaskSlicerLib.parameters import MODULE_NAME
 from IterMaskSlicerLib.workflow import Workflow
 
@@ -263,11 +263,13 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.setCurrentIndex(combo.findData(chosen))
         combo.blockSignals(False)
         self.selectPolicy(self._parameterNode.policy or default_policy(chosen))
+        combo.toolTip = model_note(chosen)  # e.g. that T1 has no validated model, and what this one gave
 
     def onModelChanged(self, index=None):
         """A model chosen by the user comes with its own default policy."""
         self._parameterNode.model = self.ui.modelComboBox.currentData
         self.selectPolicy(default_policy(self._parameterNode.model))
+        self.ui.modelComboBox.toolTip = self.ui.statusLabel.text = model_note(self._parameterNode.model)
 
     def onPolicyChanged(self, index=None):
         self._parameterNode.policy = self.ui.policyComboBox.currentData

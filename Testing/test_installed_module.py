@@ -19,10 +19,10 @@ DEFAULTS = """
 import json, sys
 sys.modules["itermask_models"] = None
 sys.path.insert(0, sys.argv[1])
-from itermask.discovery import available_models, default_model_name
+from itermask.discovery import available_models, validated_default
 from IterMaskSlicerLib.logic import default_model, default_policy
 print(json.dumps({"models": {name: str(path) for name, path in available_models().items()},
-                  "defaults": {m: default_model_name(m) for m in sys.argv[2:]},
+                  "defaults": {m: validated_default(m) for m in sys.argv[2:]},
                   "module": [default_model(), default_policy(default_model())]}))
 """
 EXAMPLE = """

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import slicer
 
-from itermask.discovery import default_model_name
+from itermask.discovery import available_models, default_model_name, read_metadata, validated_default
 from IterMaskSlicerLib import dependencies, nodes, readable
-from IterMaskSlicerLib.logic import default_policy
+from IterMaskSlicerLib.logic import default_policy, model_note
 
 from conftest import MS, REPO
 
@@ -255,3 +255,16 @@ def test_the_example_is_in_sample_data_and_its_loader_downloads_nothing(slicer_a
     volume, brain = source["customDownloader"](types.SimpleNamespace(**source))
     assert slicer.util.arrayFromVolume(volume).any() and slicer.util.arrayFromVolume(brain).any()
     assert volume.GetScene() is mrml_scene and brain.IsA("vtkMRMLLabelMapVolumeNode")
+
+
+def test_choosing_a_model_says_what_the_validation_found_for_its_sequence():
+    """Where a sequence has no validated model the module says so, as the CLI does, instead of a silent default."""
+    for name, path in available_models().items():
+        modality = read_metadata(path).modality
+        chosen, line = validated_default(modality)
+        if chosen is None:
+            assert model_note(name) == line and line.startswith(f"no validated model for {modality}")
+        elif chosen == name:
+            assert model_note(name) == line and "the validated default" in line
+        else:
+            assert model_note(name) == f"{name}: not the validated default for {modality} (that is {chosen})"

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import slicer
 
-from itermask.discovery import available_models, default_model_name, read_metadata
+from itermask.discovery import available_models, default_model_name, read_metadata, validated_default
 from itermask.errors import ItermaskError
 
 from . import nodes
@@ -44,6 +44,20 @@ def model_file(name_or_path=None) -> str:
     """A bundled model's file, or the given path (None: :func:`default_model`)."""
     name_or_path = name_or_path or default_model()
     return str(available_models().get(str(name_or_path), name_or_path))
+
+
+def model_note(name_or_path=None) -> str:
+    """One line on what the validation says of a model for its sequence, for a person choosing it (no torch):
+    whether it is the sequence's validated default, or that the sequence has none (and what the best model gave).
+
+    >>> model_note("flair-3d")                                                              # doctest: +SKIP
+    'flair-3d: the validated default for FLAIR (validation Dice 0.59)'
+    """
+    metadata = read_metadata(model_file(name_or_path))
+    chosen, line = validated_default(metadata.modality)
+    if chosen is None or chosen == metadata.name:
+        return line
+    return f"{metadata.name}: not the validated default for {metadata.modality} (that is {chosen})"
 
 
 def default_policy(name_or_path) -> str:
