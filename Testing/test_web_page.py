@@ -62,7 +62,9 @@ def test_segment_threshold_apply_paint_continue_and_download_match_the_cli(page,
     page.press("im-load-example", until="s.im_status.includes('Example loaded')")
     assert page.state("im_policy") == "itermask2"  # the tiny model's own default, preselected
     page.press("im-segment", until="s.im_stepped && s.im_status.includes('Converged')")
+    page.layout("Three views")
     page.screenshot(shot("2-segmented"))
+    page.layout("Axial")
     before = page.state("im_threshold_label")
     page.slide("im_threshold-slider", 25)
     page.wait(f"s.im_threshold_label !== {before!r}")
@@ -81,9 +83,11 @@ def test_segment_threshold_apply_paint_continue_and_download_match_the_cli(page,
     assert np.allclose(read_volume(page.download("im-download-nii", tmp_path))[1], cli_affine)
 
     # Paint a stroke across the brain (the view is fitted to the scan: its middle is brain), then continue.
-    page.press("im-effect-paint")
+    page.press("im-effect-paint", until="s.im_active_effect === 'paint'")
+    edits = page.state("im_edits")
     page.stroke([(0.35, 0.5), (0.5, 0.5), (0.65, 0.45)])
-    page.press("im-effect-none")
+    page.wait(f"s.im_edits > {edits}")
+    page.press("im-effect-none", until="s.im_active_effect === 'none'")
     page.screenshot(shot("4-painted"))
     edited = read_mask(page.download("im-download-nii", tmp_path))
     assert (edited & ~applied).sum() > 20 and (applied & ~edited).sum() == 0  # paint only adds

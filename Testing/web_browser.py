@@ -62,7 +62,7 @@ def chromium():
 class Page:
     """One tab on the IterMask page, with the few moves a person makes; ``state(key)`` reads the page's state."""
 
-    def __init__(self, browser, url: str, timeout_s: float = 300.0):
+    def __init__(self, browser, url: str, timeout_s: float = 180.0):
         self.page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
         self.page.set_default_timeout(timeout_s * 1000)
         self.page.goto(url)
@@ -86,8 +86,15 @@ class Page:
 
     def choose(self, select_id: str, option: str) -> None:
         """Pick ``option`` in a drop-down list."""
-        self.page.click(f"#{select_id}")
+        self.page.locator(f".v-select:has(#{select_id}) .v-field").click()
         self.page.get_by_role("option", name=option).click()
+
+    def layout(self, name: str) -> None:
+        """Switch the view layout and wait until each of its views shows an image."""
+        views = {"Axial": 1, "Axial primary": 3, "Three views": 3}[name]
+        self.page.get_by_role("button", name=name, exact=True).click()
+        self.page.wait_for_function("(n) => [...document.querySelectorAll('img.image-display-area')]"
+                                    ".filter(img => img.offsetWidth > 0 && img.src).length === n", arg=views)
 
     def slide(self, slider: str, steps: int) -> None:
         """Move a slider by ``steps`` of its step with the keyboard (negative: down), as a person does."""

@@ -30,7 +30,7 @@ from itermask.discovery import available_models
 from itermask.errors import ItermaskError
 from IterMaskSlicerLib import panel
 from IterMaskSlicerLib.client import WorkerClient
-from IterMaskSlicerLib.logic import DEFAULT_MODEL, IterMaskLogic, default_policy
+from IterMaskSlicerLib.logic import IterMaskLogic, default_model, default_policy
 from IterMaskSlicerLib.standalone import install_globals
 from IterMaskSlicerLib.workflow import Workflow
 
@@ -95,6 +95,7 @@ class IterMaskPage(TrameApp):
         self.workflow = Workflow(IterMaskLogic(self.slicer_app.scene, worker=WorkerClient(popen=worker_popen(device))))
         self.editor = self.slicer_app.segmentation_editor
         self.editor.set_undo_stack(UndoStack(undo_limit=10))
+        self.editor.segmentation_modified.connect(self._edited)
         self.uploads = files.Uploads(upload_limit_mb)
         self.models = {**{name: str(path) for name, path in available_models().items()},
                        **{os.path.basename(str(m)): str(m) for m in models}}
@@ -128,7 +129,7 @@ class IterMaskPage(TrameApp):
         state = self.state
         # A bundle given on the command line is selected (as the desktop's Load model selects it), else the default.
         given = [name for name in self.models if name not in available_models()]
-        first = given[-1] if given else DEFAULT_MODEL if DEFAULT_MODEL in self.models else next(iter(self.models), None)
+        first = given[-1] if given else default_model() if default_model() in self.models else None
         state.update({
             "im_models": [{"title": name, "value": name} for name in self.models],
             "im_model": first, "im_policy": default_policy(self.models[first]) if first else "itermask2",
@@ -143,7 +144,7 @@ class IterMaskPage(TrameApp):
             "im_tau_label": "—", "im_tau_tooltip": "", "im_tau_stop_label": "—",
             "im_threshold": 1.0, "im_threshold_max": panel.SLIDER_MAXIMUM, "im_threshold_label": "—",
             "im_threshold_tooltip": "", "im_plot": tau_plot_svg({}),
-            "im_effect": "none", "im_brush": 5.0, "im_window": [0.0, 1.0], "im_window_range": [0.0, 1.0],
+            "im_effect": "none", "im_active_effect": "none", "im_edits": 0, "im_brush": 5.0, "im_window": [0.0, 1.0], "im_window_range": [0.0, 1.0],
             "im_upload_limit": self.uploads.limit_bytes,
         })
         self.show_status()
@@ -304,7 +305,7 @@ class IterMaskPage(TrameApp):
 
     def _leave_editing(self) -> None:
         self.editor.deactivate_effect()
-        self.state.im_effect = "none"
+        self.state.im_effect = self.state.im_active_effect = "none"
 
     def on_model(self, im_model, **_):
         if im_model in self.models:
@@ -373,6 +374,12 @@ class IterMaskPage(TrameApp):
         if self.workflow.result is not None:
             self.editor.set_active_effect_type(EFFECTS[im_effect])
             self.on_brush(self.state.im_brush)
+        self.state.im_active_effect = im_effect  # what the server has made active (the page's choice comes first)
+
+    def _edited(self, *_):
+        """The result's voxels changed (a stroke, an undo): counted, so the page knows the edit has landed."""
+        with self.state:
+            self.state.im_edits += 1
 
     def on_brush(self, im_brush, **_):
         effect = self.editor.active_effect
