@@ -78,6 +78,15 @@ class Page:
         """Until the JS ``condition`` on the page's state (``s``) holds, e.g. ``s.im_iterations > 2``."""
         self.page.wait_for_function(f"(() => {{ const s = {STATE}; return {condition}; }})()")
 
+    def settled(self, key: str, quiet_s: float = 1.0):
+        """The value of ``key`` once it has not changed for ``quiet_s`` seconds (e.g. after a slider was moved)."""
+        value, since = self.state(key), time.monotonic()
+        while time.monotonic() - since < quiet_s:
+            time.sleep(0.1)
+            if (now := self.state(key)) != value:
+                value, since = now, time.monotonic()
+        return value
+
     def press(self, element_id: str, until: str | None = None) -> None:
         """Click a control; then wait until ``until`` holds and nothing runs any more."""
         self.page.click(f"#{element_id}")

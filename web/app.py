@@ -143,7 +143,7 @@ class IterMaskPage(TrameApp):
             "im_iteration": 0, "im_iterations": 0, "im_tau": 1.0, "im_tau_max": panel.SLIDER_MAXIMUM,
             "im_tau_label": "—", "im_tau_tooltip": "", "im_tau_stop_label": "—",
             "im_threshold": 1.0, "im_threshold_max": panel.SLIDER_MAXIMUM, "im_threshold_label": "—",
-            "im_threshold_tooltip": "", "im_plot": tau_plot_svg({}),
+            "im_threshold_tooltip": "", "im_threshold_raw": None, "im_plot": tau_plot_svg({}),
             "im_effect": "none", "im_active_effect": "none", "im_edits": 0, "im_brush": 5.0, "im_window": [0.0, 1.0], "im_window_range": [0.0, 1.0],
             "im_upload_limit": self.uploads.limit_bytes,
         })
@@ -164,6 +164,7 @@ class IterMaskPage(TrameApp):
             state.im_tau_stop_label = values.tau_stop_label
             if values.threshold is not None:
                 state.im_threshold, state.im_threshold_max = values.threshold, values.threshold_maximum
+                state.im_threshold_raw = self.logic.threshold  # what the outline and Apply use
             state.im_threshold_label, state.im_threshold_tooltip = values.threshold_label, values.threshold_tooltip
         if self.logic.state is not self._plotted_state:
             self._plotted_state = self.logic.state
@@ -290,6 +291,7 @@ class IterMaskPage(TrameApp):
 
     def on_layout(self, im_layout, **_):
         self.layout_manager.set_layout(im_layout)
+        self.slicer_app.display_manager.reset_views()  # views made for the new layout are fitted to the scan too
 
     # --- the workflow's buttons -----------------------------------------------------------------------------------
     def _check_idle(self) -> None:

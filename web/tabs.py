@@ -13,7 +13,8 @@ OWNER = "im_owner"  # shared: the token of the tab that owns the page
 TAB = "im_tab"      # client-only: this tab's token
 CLAIM = "im_claim"  # trigger: a tab asks for the page
 # Mounted in the page: draw a token and claim; claim again whenever the page is freed.
-ON_MOUNT = f"{TAB} = Math.random().toString(36).slice(2) + Date.now(); trigger('{CLAIM}', [{TAB}])"
+# (The page is mounted again when the view layout changes: the tab keeps its token.)
+ON_MOUNT = f"{TAB} = {TAB} || Math.random().toString(36).slice(2) + Date.now(); trigger('{CLAIM}', [{TAB}])"
 ON_FREED = f"!{OWNER} && trigger('{CLAIM}', [{TAB}])"
 MINE = f"{OWNER} && {OWNER} === {TAB}"
 ELSEWHERE = f"{OWNER} && {OWNER} !== {TAB}"
@@ -46,7 +47,7 @@ class OneTab:
     def claim(self, token: str) -> None:
         # wslink records the connection a call came from just before calling it (there is no public accessor).
         client = self.server._server.last_active_client_id
-        if self.owner_client is None:
+        if self.owner_client in (None, client):
             self.owner_client = client
             self.server.state[OWNER] = token
             self.server.state.flush()
