@@ -5,9 +5,9 @@ only ``slicer.modules`` (a Qt-side registry in the application) is filled in by 
 """
 from __future__ import annotations
 
-import types
-
 import slicer
+
+from IterMaskSlicerLib.standalone import install_globals
 
 
 def make_scene():
@@ -34,9 +34,7 @@ def make_scene():
     slice_logic.SetMRMLApplicationLogic(app_logic)
     slice_logic.SetMRMLScene(scene)
     slice_logic.AddSliceNode("Red").SetOrientationToAxial()
-    slicer.mrmlScene = scene
-    slicer.modules = types.SimpleNamespace(**{k: types.SimpleNamespace(logic=(lambda lg=lg: lg))
-                                              for k, lg in logics.items()})
+    install_globals(scene, logics)
     scene.slice_logic = slice_logic
     scene.app_logic = app_logic
     return scene
