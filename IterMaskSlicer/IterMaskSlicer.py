@@ -20,14 +20,12 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from IterMaskSlicerLib import dependencies, readable
+from IterMaskSlicerLib import dependencies, panel
 from IterMaskSlicerLib.client import WorkerClient
 from IterMaskSlicerLib.logic import SOURCES, IterMaskLogic, default_model, default_policy, model_note
 from IterMaskSlicerLib.parameters import MODULE_NAME
+from IterMaskSlicerLib.panel import POLICIES, SOURCE_LABELS
 from IterMaskSlicerLib.workflow import Workflow
-
-POLICIES = (("IterMask² (calibrated τ)", "itermask2"), ("IterMask3D (subject-specific τ)", "itermask3d"))
-SOURCE_LABELS = {"thresholded": "Thresholded map (outlined)", "mask": "Current mask (filled)"}
 
 
 class IterMaskSlicer(ScriptedLoadableModule):
@@ -296,14 +294,13 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.workflow.load_example()
 
     def onTau(self, relative):
-        if self.workflow.logic.ready:
-            tau = relative * self.workflow.logic.model_info["calibration"]["tau"]
-            if abs(tau - self.workflow.logic.state["tau"]) > 1e-9:
-                self.workflow.set_tau(tau)
+        logic = self.workflow.logic
+        if logic.ready and abs(panel.tau_from_slider(logic, relative) - logic.state["tau"]) > 1e-9:
+            self.workflow.set_tau(panel.tau_from_slider(logic, relative))
 
     def onThreshold(self, relative):
         if self.workflow.logic.ready:
-            self.workflow.preview_threshold(relative * self.workflow.logic.model_info["calibration"]["threshold"])
+            self.workflow.preview_threshold(panel.threshold_from_slider(self.workflow.logic, relative))
 
     def showInSliceViews(self, *args):
         if self.workflow.logic.ready:
@@ -346,25 +343,22 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = flow.status
         self.ui.progressBar.visible = flow.busy
         self.ui.progressBar.maximum = 0  # a busy indicator
-        state = logic.state
-        if state:
-            calibration = logic.model_info["calibration"]
-            self.setQuietly(self.ui.iterationSlider, state["position"], maximum=max(state["count"] - 1, 0))
-            self.setQuietly(self.ui.tauSlider, state["tau"] / calibration["tau"], maximum=5.0)
-            self.ui.tauLabel.text, self.ui.tauSlider.toolTip = readable.tau_text(state["tau"], calibration)
-            self.ui.tauStopLabel.text = "—" if state["tau_stop"] is None else \
-                readable.tau_text(state["tau_stop"], calibration)[0]
-            if logic.preview is not None:
-                threshold = logic.threshold
-                self.setQuietly(self.ui.thresholdSlider, threshold / calibration["threshold"], maximum=5.0)
-                self.ui.thresholdLabel.text, self.ui.thresholdSlider.toolTip = readable.threshold_text(
-                    threshold, calibration, state["tau_stop"])
+        shown = panel.panel_values(logic)
+        if shown is not None:
+            self.setQuietly(self.ui.iterationSlider, shown.iteration, maximum=max(shown.iterations - 1, 0))
+            self.setQuietly(self.ui.tauSlider, shown.tau, maximum=shown.tau_maximum)
+            self.ui.tauLabel.text, self.ui.tauSlider.toolTip = shown.tau_label, shown.tau_tooltip
+            self.ui.tauStopLabel.text = shown.tau_stop_label
+            if shown.threshold is not None:
+                self.setQuietly(self.ui.thresholdSlider, shown.threshold, maximum=shown.threshold_maximum)
+                self.ui.thresholdLabel.text = shown.threshold_label
+                self.ui.thresholdSlider.toolTip = shown.threshold_tooltip
         self.updateButtons()
 
     @staticmethod
     def setQuietly(slider, value, maximum):
         slider.blockSignals(True)
-        slider.maximum = max(maximum, value)
+        slider.maximum = maximum
         slider.value = value
         slider.blockSignals(False)
 

@@ -94,6 +94,7 @@ class IterMaskPage(TrameApp):
         register_rca_factories(self.slicer_app.view_manager, self.server)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(layouts())
+        self.device = device
         self.workflow = Workflow(IterMaskLogic(self.slicer_app.scene, worker=WorkerClient(popen=worker_popen(device))))
         self.editor = self.slicer_app.segmentation_editor
         self.editor.set_undo_stack(UndoStack(undo_limit=10))
@@ -305,7 +306,7 @@ class IterMaskPage(TrameApp):
         if volume is None:
             raise ItermaskError("open a scan first (upload one, or press Load example)")
         return dict(volume=volume, brain_mask=self.node("im_brain_mask"), model=self.models[self.state.im_model],
-                    policy=self.state.im_policy, seed=int(self.state.im_seed or 0))
+                    policy=self.state.im_policy, seed=int(self.state.im_seed or 0), device=self.device)
 
     def _leave_editing(self) -> None:
         self.editor.deactivate_effect()

@@ -225,7 +225,8 @@ class IterMaskLogic:
         self.example_nodes = volume, mask
 
     # --- interactive session ----------------------------------------------------------------------------------
-    def begin_initialize(self, volume_node, brain_mask_node=None, model=None, policy=None, seed=0) -> int:
+    def begin_initialize(self, volume_node, brain_mask_node=None, model=None, policy=None, seed=0,
+                         device: str = "auto") -> int:
         """Open a session on ``volume_node`` in the worker (``policy`` None: the bundle's own default); the output
         nodes are created when it answers; the first step is not run yet."""
         image, affine = nodes.volume_arrays(volume_node)
@@ -234,7 +235,7 @@ class IterMaskLogic:
         policy = policy or default_policy(model)
         arguments = {"image": self.worker.put_array("image", image), "affine": affine.tolist(),
                      "brain": None if brain is None else self.worker.put_array("brain", brain.astype(np.uint8)),
-                     "model": model_file(model), "policy": policy, "seed": int(seed)}
+                     "model": model_file(model), "policy": policy, "seed": int(seed), "device": device}
         context = {"volume": volume_node, "brain_mask": brain_mask_node, "model": str(model), "policy": policy,
                    "seed": int(seed)}
         return self.begin("initialize", context, **arguments)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from itermask.errors import ItermaskError
 
-from .logic import IterMaskLogic
+from .logic import POLL_SLICE, IterMaskLogic
 
 IDLE = "Select a volume and press Segment."
 READY = "Ready: press Step or Run to convergence."
@@ -78,16 +78,17 @@ class Workflow:
         """Put the built-in example FLAIR and its brain mask in the scene (needs nilearn, not torch)."""
         self._start("example", [("example", {})])
 
-    def initialize(self, volume, brain_mask=None, model=None, policy=None, seed=0) -> None:
+    def initialize(self, volume, brain_mask=None, model=None, policy=None, seed=0, device="auto") -> None:
         self._result = None
         self._start("initialize", [("initialize", dict(volume_node=volume, brain_mask_node=brain_mask, model=model,
-                                                       policy=policy, seed=seed))])
+                                                       policy=policy, seed=seed, device=device))])
 
-    def segment(self, volume, brain_mask=None, model=None, policy=None, seed=0) -> None:
+    def segment(self, volume, brain_mask=None, model=None, policy=None, seed=0, device="auto") -> None:
         """Initialize, then run to convergence: the one-click way."""
         self._result = None
         self._start("segment", [("initialize", dict(volume_node=volume, brain_mask_node=brain_mask, model=model,
-                                                    policy=policy, seed=seed)), ("run", {"max_steps": None})])
+                                                    policy=policy, seed=seed, device=device)),
+                                 ("run", {"max_steps": None})])
 
     def step(self) -> None:
         self._start("step", [("step", {})])
@@ -151,14 +152,15 @@ class Workflow:
         self.status = IDLE
 
     # --- advancing -----------------------------------------------------------------------------------------------
-    def poll(self) -> Finished | None:
+    def poll(self, budget: float = POLL_SLICE) -> Finished | None:
         """Show what the worker sent (a slice of work, never a wait); start the next queued command when one is
-        done. Returns :class:`Finished` once the action has ended, else None. A failure drops the queue and is
-        raised (session and scene are as before the failed command)."""
+        done. ``budget``: seconds of showing per call (the widget's timer keeps the default; a server without a UI
+        thread may take more). Returns :class:`Finished` once the action has ended, else None. A failure drops the
+        queue and is raised (session and scene are as before the failed command)."""
         if self.action is None:
             return None
         try:
-            final = self.logic.poll()
+            final = self.logic.poll(budget)
             if final is not None and final["event"] == "done" and self.queue:
                 self._send(*self.queue.popleft())
                 return None
