@@ -59,16 +59,17 @@ def study(patient_id: str = "ITERMASK-TEST") -> dict:
     """The attributes that tie series together: patient, study, frame of reference."""
     return {"PatientName": "Test^Volunteer", "PatientID": patient_id, "PatientBirthDate": "19800101",
             "PatientSex": "O", "StudyInstanceUID": generate_uid(), "StudyDate": "20240101", "StudyTime": "120000",
-            "StudyID": "1", "AccessionNumber": "A1", "ReferringPhysicianName": "", "FrameOfReferenceUID": generate_uid()}
+            "StudyID": "1", "AccessionNumber": "A1", "ReferringPhysicianName": "",
+            "FrameOfReferenceUID": generate_uid()}
 
 
 def write_series(folder: Path, volume: np.ndarray, lps_affine: np.ndarray, *, series_number: int = 1,
                  description: str = "T1 test", patient_position: str = "HFS", shared: dict | None = None,
-                 slope: float = 1.0, intercept: float = 0.0, **extra) -> list[Path]:
+                 slope: float = 1.0, intercept: float = 0.0) -> list[Path]:
     """Write ``volume`` (columns, rows, slices; stored values, int16) as one file per slice into ``folder``.
 
     Files get random names (drawn from the series UID, so series never share one), and instance numbers run against
-    the slice order, so a reader must place slices by their positions. ``extra`` attributes are set on every file (``ImageType`` for a localizer, say).
+    the slice order, so a reader must place slices by their positions.
     """
     folder.mkdir(parents=True, exist_ok=True)
     shared = shared or study()
@@ -92,8 +93,6 @@ def write_series(folder: Path, volume: np.ndarray, lps_affine: np.ndarray, *, se
         ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
         ds.SliceThickness = _ds(thickness)
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = _ds(slope), _ds(intercept), "US"
-        for key, value in extra.items():
-            setattr(ds, key, value)
         path = folder / f"{rng.getrandbits(48):012x}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

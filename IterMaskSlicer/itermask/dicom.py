@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +55,6 @@ class DicomSeries:
         """``folder/name``: where the series would be if it were a file, for naming outputs like files'."""
         return self.folder / self.name
 
-    @property
-    def files(self) -> list[Path]:
-        return [Path(ds.filename) for ds in self.datasets]
-
     def __str__(self) -> str:
         return f'{self.folder}: series {self.number} "{self.description}"'
 
@@ -95,11 +91,8 @@ def _folder_name(number: int, description: str) -> str:
 def _distinct(series: list[DicomSeries]) -> list[DicomSeries]:
     """Series that share a number and description get the start of their UID's last part appended."""
     names = [s.name for s in series]
-    return [s if names.count(s.name) == 1 else _renamed(s, f"{s.name}_{s.uid.split('.')[-1][:8]}") for s in series]
-
-
-def _renamed(series: DicomSeries, name: str) -> DicomSeries:
-    return DicomSeries(series.folder, series.number, series.uid, series.description, name, series.datasets)
+    return [s if names.count(s.name) == 1 else replace(s, name=f"{s.name}_{s.uid.split('.')[-1][:8]}")
+            for s in series]
 
 
 def read_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -136,15 +129,19 @@ def _read_named(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
 
 def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     """(array, affine) of a series that is one 3D image; :class:`ItermaskError` saying what it is instead (the
-    caller names the series): not an image, a localizer, 4D, mixed orientation or spacing, missing or uneven slices, or an enhanced
-    multi-frame object whose frames do not make one volume. Everything but the last is refused before any pixel is
-    read."""
+    caller names the series): not an image, a localizer, 4D, mixed orientation or spacing, missing or uneven
+    slices, or an enhanced multi-frame object whose frames do not make one volume. Everything but the last is
+    refused before any pixel is read."""
     _check_object(series)
     if _frames(series.datasets[0]) > 1:
         return _read_multiframe(series)
+    ordered = slices_in_order(series)  # first: a 4D mosaic series is better described as 4D
+    if "MOSAIC" in _image_type(series.datasets[0]):
+        raise ItermaskError("it is a Siemens mosaic (each image tiles the slices of a volume, as diffusion and fMRI "
+                            "series are stored): convert it with dcm2niix")
     _, _, sitk = dicom_libraries()
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(ds.filename) for ds in slices_in_order(series)])
+    reader.SetFileNames([str(ds.filename) for ds in ordered])
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -156,12 +153,12 @@ def _check_object(series: DicomSeries) -> None:
     first = series.datasets[0]
     if first.get("Modality") in NOT_IMAGES or "Rows" not in first:
         raise ItermaskError(f"it is not an image but {_sop_class_name(first)}")
-    if "LOCALIZER" in [str(v).upper() for v in first.get("ImageType", [])]:
+    if "LOCALIZER" in _image_type(first):
         raise ItermaskError("it is a localizer (scout), not a volume")
     frames = [_frames(ds) for ds in series.datasets]
     if max(frames) > 1 and len(frames) > 1:
         raise ItermaskError(f"it holds {len(frames)} multi-frame objects; IterMask reads one volume (a 4D "
-                             "series, or a volume split across files: convert it with dcm2niix)")
+                            "series, or a volume split across files: convert it with dcm2niix)")
 
 
 def slices_in_order(series: DicomSeries) -> list:
@@ -178,7 +175,7 @@ def slices_in_order(series: DicomSeries) -> list:
     orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
     if np.abs(orientations - orientations[0]).max() > 1e-4:
         raise ItermaskError(f"its slices have {len(np.unique(orientations.round(4), axis=0))} different "
-                             "orientations")
+                            "orientations")
     for attribute, what in (("PixelSpacing", "pixel spacings"), ("Rows", "row counts"), ("Columns", "column counts")):
         values = {tuple(np.atleast_1d(np.asarray(ds.get(attribute), dtype=float)).round(4)) for ds in datasets}
         if len(values) > 1:
@@ -219,11 +216,16 @@ def _read_multiframe(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ItermaskError(f"it is an enhanced multi-frame object whose frames cannot be placed in one volume "
-                             f"({reason})") from None
+                            f"({reason})") from None
     if volume.array.ndim != 3:
-        raise ItermaskError(f"it is an enhanced multi-frame object of shape {volume.array.shape}, not one scalar volume")
+        raise ItermaskError(f"it is an enhanced multi-frame object of shape {volume.array.shape}, not one scalar "
+                            "volume")
     # highdicom's axes are (slice, row, column) in LPS; the core's are (column, row, slice) in RAS.
     return volume.array.transpose(2, 1, 0), LPS_TO_RAS @ volume.affine[:, [2, 1, 0, 3]]
+
+
+def _image_type(dataset) -> list[str]:
+    return [str(v).upper() for v in dataset.get("ImageType", [])]
 
 
 def _frames(dataset) -> int:
