@@ -1,6 +1,8 @@
 """Shared fixtures: real MRI from ../shared/data and a tiny model trained here on real healthy slices."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ sys.path.insert(0, str(REPO / "IterMaskSlicer"))  # the Slicer module folder: It
 DATA = REPO.parent / "shared" / "data"
 BRATS = DATA / "brats2013"
 MS = DATA / "ms_lesjak2017" / "patient26"
+LAUNCHER_KIT = REPO.parent / "shared" / "vendor" / "ctkapplauncher"
 
 
 
@@ -89,3 +92,25 @@ def mrml_scene():
     scene = make_scene()
     yield scene
     scene.Clear(True)
+
+
+@pytest.fixture(scope="session")
+def python_slicer() -> Path:
+    """The folder of a real ``PythonSlicer``: CTKAppLauncher 0.1.34 (the launcher Slicer 5.10 ships) built from
+    source and laid out as Slicer lays it out, its ``python-real`` being this test's interpreter. Built once into
+    ``build/`` (about 15 s; the kit installs cmake, g++ and Qt5 with apt-get when run as root, as in CI)."""
+    built = subprocess.run([str(LAUNCHER_KIT / "make_python_slicer.sh"), str(REPO / "build" / "pythonslicer"),
+                            sys.executable], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.fail(f"could not build Slicer's PythonSlicer launcher: {built.stderr.strip()}")
+    return Path(built.stdout.strip().splitlines()[-1]).parent
+
+
+@pytest.fixture(scope="session")
+def slicer_path(python_slicer):
+    """PythonSlicer on PATH for the whole session, as inside Slicer: every worker started from then on runs through
+    Slicer's launcher (launcher → python-real)."""
+    before = os.environ["PATH"]
+    os.environ["PATH"] = f"{python_slicer}{os.pathsep}{before}"
+    yield python_slicer
+    os.environ["PATH"] = before

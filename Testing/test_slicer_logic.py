@@ -20,7 +20,7 @@ from IterMaskSlicerLib.logic import IterMaskLogic
 from IterMaskSlicerLib.sampling import BrainVoxels
 
 from conftest import MS, insert_blob
-from test_slicer_module import parameter_fields
+from test_slicer_module import parameter_fields, union_members
 
 
 def oblique(affine, degrees=12.0):
@@ -41,8 +41,9 @@ def flair_node(mrml_scene):
 
 
 @pytest.fixture(scope="module")
-def worker():
-    """One worker process for the module's tests (it keeps loaded models, like the one Slicer keeps)."""
+def worker(slicer_path):
+    """One worker process for the module's tests (it keeps loaded models, like the one Slicer keeps), started as
+    inside Slicer: through Slicer's PythonSlicer launcher found on PATH."""
     client = WorkerClient()
     yield client
     client.stop()
@@ -282,13 +283,36 @@ def test_plot_and_parameters_follow_the_session(logic, flair_node, tiny_model):
     assert int(params.GetParameter("iteration")) == logic.state["position"]
 
 
-def test_the_logic_writes_only_parameters_the_gui_wrapper_declares(logic, flair_node, tiny_model):
-    logic.initialize(flair_node, model=str(tiny_model))
+@pytest.mark.parametrize("brain_mask_class", ["vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode", None])
+def test_the_logic_writes_parameters_where_the_gui_wrapper_reads_them(logic, flair_node, tiny_model, brain_mask_class):
+    """Names and layout as Slicer 5.10's parameterNodeWrapper serializers read them: a node under its own name; a
+    member of a Union under ``<name>.<index of its type in the Union>`` (None: the value "True")."""
+    brain_mask = None
+    if brain_mask_class is not None:
+        brain_mask = slicer.util.addVolumeFromArray((slicer.util.arrayFromVolume(flair_node) != 0).astype(np.uint8),
+                                                    nodes.ijk_to_ras(flair_node), "brain",
+                                                    nodeClassName="vtkMRMLLabelMapVolumeNode")
+        if brain_mask_class == "vtkMRMLSegmentationNode":
+            brain_mask = nodes.segmentation_from_mask(logic.scene, slicer.util.arrayFromVolume(brain_mask).T,
+                                                      flair_node, "brain", "Brain", (1, 1, 1))
+    logic.initialize(flair_node, brain_mask, model=str(tiny_model), seed=3)
     logic.step()
     logic.preview_threshold(2.0)
     logic.apply("Lesion")
-    written = set(logic.parameter_node().GetParameterNames())
-    assert written and written <= parameter_fields(), sorted(written - parameter_fields())
+    fields, params = parameter_fields(), logic.parameter_node()
+    written = set(params.GetParameterNames())
+    plain = {name for name in written if "." not in name}
+    assert plain and plain <= set(fields), sorted(plain - set(fields))
+    assert params.GetParameter("model") == str(tiny_model) and params.GetParameter("seed") == "3"
+    unions = sorted(name for name in written if "." in name)
+    assert len(unions) == 1 and unions[0].split(".")[0] == "brainMask"
+    members = union_members(fields["brainMask"])
+    index = int(unions[0].split(".")[1])
+    if brain_mask is None:
+        assert members[index] == "None" and params.GetParameter(unions[0]) == "True"
+    else:
+        assert members[index] == brain_mask_class and params.GetNodeReference(unions[0]) is brain_mask
+        assert logic.parameters.brain_mask() is brain_mask
 
 
 def test_settings_and_outputs_survive_saving_the_scene(logic, flair_node, tiny_model, mrml_scene, tmp_path):

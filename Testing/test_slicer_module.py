@@ -8,13 +8,16 @@ import sys
 import types
 import unittest
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import slicer
 
+from itermask.discovery import default_model_name
 from IterMaskSlicerLib import dependencies, nodes, readable
+from IterMaskSlicerLib.logic import default_policy
 
 from conftest import MS, REPO
 
@@ -75,8 +78,14 @@ def test_torch_is_checked_from_its_metadata_and_installed_with_a_minimum_version
             monkeypatch.setattr(dependencies, "installed_version", lambda name: "2.5.0")
             return types.SimpleNamespace(__version__="2.5.0")
 
-    dependencies.install_torch(PyTorchUtilsLogic())
+    assert dependencies.install_torch(PyTorchUtilsLogic())
     assert calls == [{"askConfirmation": True, "torchVersionRequirement": ">=2.1"}]
+
+    class Declined:  # the PyTorch extension returns None when the user says no in its own dialog
+        def installTorch(self, **kwargs):
+            return None
+
+    assert dependencies.install_torch(Declined()) is False
 
     def offline(name):
         raise OSError("Could not fetch URL https://pypi.org/simple/torch/")
@@ -98,11 +107,16 @@ def test_thresholds_are_stated_against_the_healthy_calibration():
     assert "percentile" not in readable.tau_text(1.0, by_hand)[1]
 
 
-def parameter_fields():
-    """The fields of the widget's parameterNodeWrapper class, read from the module file's source."""
+def parameter_fields() -> dict[str, str]:
+    """The fields of the widget's parameterNodeWrapper class and their annotations, read from the module's source."""
     tree = ast.parse((MODULE / "IterMaskSlicer.py").read_text())
     wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "IterMaskSlicerParameterNode")
-    return {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    return {n.target.id: ast.unparse(n.annotation) for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+
+
+def union_members(annotation: str) -> list[str]:
+    """``"Union[A, B, None]"`` → ``["A", "B", "None"]``."""
+    return [m.strip() for m in annotation.removeprefix("Union[").removesuffix("]").split(",")]
 
 
 class FakeComboBox:
@@ -153,8 +167,11 @@ def slicer_application(monkeypatch, mrml_scene):
     base.ScriptedLoadableModule, base.ScriptedLoadableModuleWidget = Module, Widget
     base.ScriptedLoadableModuleLogic, base.ScriptedLoadableModuleTest = Logic, unittest.TestCase
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: (lambda node: mock.MagicMock(inputVolume=None))
-    wrapper.Choice = lambda choices: None
+    # The wrapped parameter node: its declared fields with their defaults (the Qt-side GUI connection is a no-op).
+    wrapper.parameterNodeWrapper = lambda cls: (lambda node: types.SimpleNamespace(
+        **{name: getattr(cls, name, None) for name in cls.__annotations__},
+        connectGui=lambda ui: "tag", disconnectGui=lambda tag: None))
+    wrapper.Choice = wrapper.WithinRange = lambda *bounds: "validator"
     for name, module in (("qt", mock.MagicMock()), ("slicer.ScriptedLoadableModule", base),
                          ("slicer.parameterNodeWrapper", wrapper)):
         monkeypatch.setitem(sys.modules, name, module)
@@ -180,28 +197,33 @@ def slicer_application(monkeypatch, mrml_scene):
 
     ui = types.SimpleNamespace(modelComboBox=FakeComboBox(), policyComboBox=FakeComboBox(),
                                applySourceComboBox=FakeComboBox())
-    modules = {"IterMaskSlicer": ScriptedModule("IterMaskSlicer")}
+    modules = {}
     environment = types.SimpleNamespace(keys=lambda: list(__import__("os").environ),
                                         value=lambda key: __import__("os").environ[key])
+    startup_slots = []  # what the module asked to run once Slicer's start-up has completed
     app = types.SimpleNamespace(moduleManager=lambda: types.SimpleNamespace(module=modules.get),
-                                startupEnvironment=lambda: environment)
+                                startupEnvironment=lambda: environment,
+                                connect=lambda signal, slot: startup_slots.append((signal, slot)))
     monkeypatch.setattr(slicer, "app", app, raising=False)
     monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModule", ScriptedModule, raising=False)
     monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModuleWidget", WidgetRepresentation, raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", lambda path: mock.MagicMock())
     monkeypatch.setattr(slicer.util, "childWidgetVariables",
                         lambda widget: mock.MagicMock(**{k: v for k, v in vars(ui).items()}))
+    modules["IterMaskSlicer"] = ScriptedModule("IterMaskSlicer")
+    modules["IterMaskSlicer"].startup_slots = startup_slots
     yield modules["IterMaskSlicer"]
     widget = modules["IterMaskSlicer"].widget
     if widget is not None:
         widget.self().logic.impl.close()
 
 
-def test_the_readme_console_line_runs_against_the_module_registration(slicer_application, tiny_model, tmp_path,
-                                                                      monkeypatch, mrml_scene):
+def test_the_readme_console_line_runs_against_the_module_registration(slicer_application, tiny_model_3d, tmp_path,
+                                                                      monkeypatch, mrml_scene, slicer_path):
     line = next(l.strip() for l in (REPO / "README.md").read_text().splitlines()
                 if "slicer.util.getModuleLogic(\"IterMaskSlicer\")" in l)
-    shutil.copy(tiny_model, tmp_path / "flair-2d.pt")  # the README names the default model
+    default = default_model_name("FLAIR")  # the CLI's FLAIR default (defaults.json) is the module's too
+    shutil.copy(tiny_model_3d, tmp_path / f"{default}.pt")  # a small stand-in under the default's name
     monkeypatch.setenv("ITERMASK_MODEL_PATH", str(tmp_path))
     from itermask.io import read_volume
 
@@ -213,4 +235,23 @@ def test_the_readme_console_line_runs_against_the_module_registration(slicer_app
     segmentation = namespace["segmentation"]
     assert segmentation.IsA("vtkMRMLSegmentationNode") and nodes.mask_array(segmentation, flair).any()
     widget = slicer_application.widget.self()
-    assert widget.ui.policyComboBox.currentData == "itermask2"  # the default model's own policy, selected
+    assert widget.ui.modelComboBox.currentData == default
+    assert widget.ui.policyComboBox.currentData == default_policy(default)  # the default model's own policy
+
+
+def test_the_example_is_in_sample_data_and_its_loader_downloads_nothing(slicer_application, monkeypatch, mrml_scene,
+                                                                          slicer_path):
+    registered = []
+    sample_data = types.ModuleType("SampleData")
+    sample_data.SampleDataLogic = types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **source: registered.append(source))
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kwargs: None)  # Qt slice views
+    [(signal, register)] = slicer_application.startup_slots
+    assert signal == "startupCompleted()"
+    register()
+    [source] = registered
+    assert source["category"] == "IterMask" and source["uris"] == [] and Path(source["thumbnailFileName"]).is_file()
+    volume, brain = source["customDownloader"](types.SimpleNamespace(**source))
+    assert slicer.util.arrayFromVolume(volume).any() and slicer.util.arrayFromVolume(brain).any()
+    assert volume.GetScene() is mrml_scene and brain.IsA("vtkMRMLLabelMapVolumeNode")

@@ -38,14 +38,15 @@ def torch_problem(minimum: str = MINIMUM_TORCH) -> str | None:
     return None
 
 
-def install_torch(pytorch_utils_logic=None, pip_install=None, minimum: str = MINIMUM_TORCH) -> None:
+def install_torch(pytorch_utils_logic=None, pip_install=None, minimum: str = MINIMUM_TORCH) -> bool:
     """Install torch ≥ ``minimum``: through the PyTorch extension's installer when given (it picks the CUDA or CPU
-    build and asks the user itself), else with ``pip_install``. Raises RuntimeError with what to do next."""
+    build and asks the user itself; declining there returns False), else with ``pip_install``. True once installed;
+    raises RuntimeError with what to do next when installing failed."""
     requirement = f">={minimum}"
     try:
         if pytorch_utils_logic is not None:
             if pytorch_utils_logic.installTorch(askConfirmation=True, torchVersionRequirement=requirement) is None:
-                raise RuntimeError("the PyTorch extension did not install torch")
+                return False  # the user declined in the extension's own dialog: nothing to report
         else:
             pip_install(f"torch{requirement}")
     except Exception as exc:
@@ -54,6 +55,7 @@ def install_torch(pytorch_utils_logic=None, pip_install=None, minimum: str = MIN
     problem = torch_problem(minimum)
     if problem:
         raise RuntimeError(f"{problem} after installation; restart Slicer and try again")
+    return True
 
 
 def install_packages(names: list[str], pip_install) -> None:

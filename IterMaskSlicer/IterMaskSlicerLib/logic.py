@@ -5,9 +5,9 @@ Three parts, each in its own module: :class:`.driver.SessionDriver` sends comman
 masks and anomaly map on the input grid; :class:`.outputs.OutputNodes` shows them. This class joins them and offers
 what the module's buttons and scripts call. The input volume is never modified.
 
-Two ways to drive it: ``begin(...)`` then ``poll()`` until it returns the final reply (the widget, from a QTimer: each
-poll does a short slice of work and never waits), or the plain methods (``initialize``, ``step``, ``run``, …) that
-wait (scripts, tests). No Qt, no torch.
+Two ways to drive it: ``begin(...)`` then ``poll()`` until it returns the final reply (what :class:`.workflow.Workflow`
+does for the module's buttons, from a timer: each poll does a short slice of work and never waits), or the plain
+methods (``initialize``, ``step``, ``run``, …) that wait (scripts, the Python console, tests). No Qt, no torch.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import slicer
 
-from itermask.discovery import available_models, read_metadata
+from itermask.discovery import available_models, default_model_name, read_metadata
 from itermask.errors import ItermaskError
 
 from . import nodes
@@ -28,14 +28,21 @@ from .outputs import MASK_COLOR, OutputNodes
 from .parameters import Parameters
 
 SOURCES = ("thresholded", "mask")  # Apply exports the thresholded anomaly map or the current iteration's mask
-DEFAULT_MODEL = "flair-2d"
+# The module has no sequence selector: it offers the FLAIR default the CLI's ``--modality FLAIR`` uses (defaults.json).
+DEFAULT_MODALITY = "FLAIR"
 # The longest a poll keeps the UI thread (seconds) before leaving the rest of a reply to the next poll; one piece
 # of work (a volume into a node) takes about 10–30 ms, and the widget polls every 30 ms.
 POLL_SLICE = 0.02
 
 
-def model_file(name_or_path) -> str:
-    """A bundled model's file, or the given path."""
+def default_model() -> str:
+    """The bundle the validation chose for :data:`DEFAULT_MODALITY`, as ``itermask segment`` picks it."""
+    return default_model_name(DEFAULT_MODALITY)
+
+
+def model_file(name_or_path=None) -> str:
+    """A bundled model's file, or the given path (None: :func:`default_model`)."""
+    name_or_path = name_or_path or default_model()
     return str(available_models().get(str(name_or_path), name_or_path))
 
 
@@ -49,11 +56,11 @@ class IterMaskLogic:
 
     Args:
         scene: the MRML scene (default ``slicer.mrmlScene``).
-        worker: the worker client (default: a :class:`WorkerClient` on ``sys.executable``, i.e. PythonSlicer).
+        worker: the worker client (default: a :class:`WorkerClient`: PythonSlicer when on PATH, else this Python).
 
     Typical use (what the module's buttons call, each also as ``begin(command)`` + ``poll()``)::
 
-        logic.initialize(volume, brain_mask_node, model="flair-2d", policy="itermask2")
+        logic.initialize(volume, brain_mask_node)     # the FLAIR default model and its policy
         logic.step(); logic.back(); logic.seek(2); logic.set_tau(0.5); logic.step()
         logic.run()
         logic.preview_threshold(3.0)
@@ -176,7 +183,7 @@ class IterMaskLogic:
         self.preview_threshold()
 
     # --- one call for scripts ---------------------------------------------------------------------------------
-    def segment(self, volume_node, brain_mask_node=None, model=DEFAULT_MODEL, policy=None, seed=0,
+    def segment(self, volume_node, brain_mask_node=None, model=None, policy=None, seed=0,
                 segment_name="Anomaly"):
         """Segment a volume node to convergence and return a new segmentation node (the interactive outputs are
         removed again; no other node stays).
@@ -204,30 +211,32 @@ class IterMaskLogic:
         self.example_nodes = volume, mask
 
     # --- interactive session ----------------------------------------------------------------------------------
-    def begin_initialize(self, volume_node, brain_mask_node=None, model=DEFAULT_MODEL, policy=None, seed=0) -> int:
+    def begin_initialize(self, volume_node, brain_mask_node=None, model=None, policy=None, seed=0) -> int:
         """Open a session on ``volume_node`` in the worker (``policy`` None: the bundle's own default); the output
         nodes are created when it answers; the first step is not run yet."""
         image, affine = nodes.volume_arrays(volume_node)
         brain = nodes.mask_array(brain_mask_node, volume_node)
+        model = model or default_model()
         policy = policy or default_policy(model)
         arguments = {"image": self.worker.put_array("image", image), "affine": affine.tolist(),
                      "brain": None if brain is None else self.worker.put_array("brain", brain.astype(np.uint8)),
                      "model": model_file(model), "policy": policy, "seed": int(seed)}
-        context = {"volume": volume_node, "brain_mask": brain_mask_node, "policy": policy, "seed": int(seed)}
+        context = {"volume": volume_node, "brain_mask": brain_mask_node, "model": str(model), "policy": policy,
+                   "seed": int(seed)}
         return self.begin("initialize", context, **arguments)
 
-    def initialize(self, volume_node, brain_mask_node=None, model=DEFAULT_MODEL, policy=None, seed=0) -> None:
+    def initialize(self, volume_node, brain_mask_node=None, model=None, policy=None, seed=0) -> None:
         self.begin_initialize(volume_node, brain_mask_node, model, policy, seed)
         self.wait()
 
-    def _open(self, reply: dict, volume, brain_mask, policy: str, seed: int) -> None:
+    def _open(self, reply: dict, volume, brain_mask, model: str, policy: str, seed: int) -> None:
         self._remove_outputs()
         self.model_info = reply["model"]
         self.cache = InputGridCache(reply["arrays"]["brain"])
         with nodes.scene_unchanged_on_failure(self.scene):
             self.outputs = OutputNodes(self.scene, volume)
         self.volume = volume
-        self.parameters.record_settings(self.model_info["name"], policy, seed, volume, brain_mask)
+        self.parameters.record_settings(model, policy, seed, volume, brain_mask)
         self.parameters.record_outputs(self.outputs.roles())
 
     def step(self) -> None:

@@ -28,17 +28,22 @@ import sys
 import threading
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask`` importable from the module folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Only what the example scan needs is imported here: torch comes with the first ``initialize`` (through ``itermask``'s
+# lazy attributes and ``sampling``), so Load example works in a Slicer without PyTorch.
 import itermask  # noqa: E402
 from itermask._shared import atomic_file  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
-from itermask.policies import PolicyReport  # noqa: E402
-from IterMaskSlicerLib.sampling import BrainVoxels  # noqa: E402
+
+if TYPE_CHECKING:
+    from itermask.policies import PolicyReport
+    from IterMaskSlicerLib.sampling import BrainVoxels
 
 
 def tau_curves(session, described: PolicyReport) -> dict[str, list[float]]:
@@ -133,6 +138,8 @@ class Worker:
                    "arrays": {"image": self._write("image", image), "brain": self._write("brain", brain)}})
 
     def cmd_initialize(self, request: dict) -> None:
+        from IterMaskSlicerLib.sampling import BrainVoxels
+
         key = str(request["model"])
         if key not in self.models:
             self.models[key] = itermask.load_model(key)
