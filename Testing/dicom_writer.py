@@ -99,6 +99,20 @@ def write_series(folder: Path, volume: np.ndarray, lps_affine: np.ndarray, *, se
     return paths
 
 
+def write_enhanced(folder: Path, out: Path, series_number: int = 50) -> Path:
+    """The single-frame series in ``folder`` converted by highdicom into one enhanced multi-frame MR object,
+    written as ``out/enhanced.dcm``."""
+    from highdicom import UID
+    from highdicom.legacy import LegacyConvertedEnhancedMRImage
+
+    datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    image = LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=UID(), series_number=series_number,
+                                           sop_instance_uid=UID(), instance_number=1)
+    out.mkdir(parents=True)
+    image.save_as(out / "enhanced.dcm")
+    return out / "enhanced.dcm"
+
+
 def _ds(value: float) -> str:
     """A decimal string of at most 16 characters, as DICOM's DS allows."""
     return f"{value:.10g}"[:16]

@@ -15,7 +15,7 @@ from itermask.errors import ItermaskError
 from itermask.io import LPS_TO_RAS, read_volume
 
 from conftest import DATA
-from dicom_writer import PATIENT_POSITION, geometry, study, write_series
+from dicom_writer import PATIENT_POSITION, geometry, study, write_enhanced, write_series
 
 SIEMENS = DATA / "dicom" / "siemens_supine_hfs"
 CSTAR = DATA / "stroke_chronic" / "cstar" / "FLAIR.nii.gz"
@@ -96,23 +96,11 @@ def test_several_series_in_one_folder_are_found_and_named_by_number_and_descript
 
 
 def test_an_enhanced_multiframe_object_is_read_by_highdicom(written, tmp_path):
-    enhanced = _enhanced(written["oblique"][0], tmp_path / "enhanced")
+    enhanced = write_enhanced(written["oblique"][0], tmp_path / "enhanced")
     array, affine = read_volume(enhanced)
     _, lps, values, _ = written["oblique"]
     assert_same_voxels_at_same_places(array, affine, truth(values, lps))
     assert np.array_equal(read_volume(enhanced.parent)[0], array)  # its folder too
-
-
-def _enhanced(folder: Path, out: Path, series_number: int = 50) -> Path:
-    from highdicom import UID
-    from highdicom.legacy import LegacyConvertedEnhancedMRImage
-
-    datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
-    image = LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=UID(), series_number=series_number,
-                                           sop_instance_uid=UID(), instance_number=1)
-    out.mkdir(parents=True)
-    image.save_as(out / "enhanced.dcm")
-    return out / "enhanced.dcm"
 
 
 def _refusals():
@@ -183,7 +171,7 @@ def test_non_images_and_unplaceable_enhanced_objects_are_refused(written, tmp_pa
         _minimal_object(path, modality, sop_class)
         with pytest.raises(ItermaskError, match=f"it is not an image but a {expected}"):
             read_volume(path.parent)
-    enhanced = _enhanced(written["axial_supine"][0], tmp_path / "unplaceable")
+    enhanced = write_enhanced(written["axial_supine"][0], tmp_path / "unplaceable")
     ds = pydicom.dcmread(enhanced)
     for group in ds.PerFrameFunctionalGroupsSequence:
         del group.PlanePositionSequence

@@ -17,8 +17,8 @@ from itermask.dicom import find_series, read_series
 from itermask.dicom_seg import write_dicom_seg
 
 from conftest import DATA
-from dicom_writer import geometry, study, write_series
-from test_dicom_io import SIEMENS, _enhanced
+from dicom_writer import geometry, study, write_enhanced, write_series
+from test_dicom_io import SIEMENS
 
 CSTAR = DATA / "stroke_chronic" / "cstar" / "FLAIR.nii.gz"
 
@@ -130,7 +130,7 @@ def test_a_seg_of_single_frames_in_any_plane(plane, tmp_path):
 def test_a_seg_of_an_enhanced_multiframe_source_and_of_an_empty_mask(tmp_path):
     block = np.asarray(nib.load(CSTAR).dataobj)[30:94, 40:112, 50:74].astype(np.int16)
     write_series(tmp_path / "s", block, geometry("coronal"), series_number=2, description="coronal")
-    (source,) = find_series(_enhanced(tmp_path / "s", tmp_path / "enhanced").parent)
+    (source,) = find_series(write_enhanced(tmp_path / "s", tmp_path / "enhanced").parent)
     image, affine = read_series(source)
     for mask in (image > np.percentile(image, 90), np.zeros(image.shape, bool)):
         write_dicom_seg(tmp_path / "seg.dcm", mask, affine, source, model="t1-3d", parameters={})

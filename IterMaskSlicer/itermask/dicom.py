@@ -172,19 +172,21 @@ def slices_in_order(series: DicomSeries) -> list:
         raise ItermaskError("it is a single slice, not a volume")
     if "ImageOrientationPatient" not in datasets[0] or "ImagePositionPatient" not in datasets[0]:
         raise ItermaskError("its slices have no position or orientation in the patient")
-    orientations = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+    orientations = np.array([ds.ImageOrientationPatient for ds in datasets], dtype=float)
     if np.abs(orientations - orientations[0]).max() > 1e-4:
         raise ItermaskError(f"its slices have {len(np.unique(orientations.round(4), axis=0))} different "
                             "orientations")
-    for attribute, what in (("PixelSpacing", "pixel spacings"), ("Rows", "row counts"), ("Columns", "column counts")):
-        values = {tuple(np.atleast_1d(np.asarray(ds.get(attribute), dtype=float)).round(4)) for ds in datasets}
-        if len(values) > 1:
-            raise ItermaskError(f"its slices have {len(values)} different {what}")
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    spacings = np.array([ds.get("PixelSpacing") or (0.0, 0.0) for ds in datasets], dtype=float)
+    if np.abs(spacings - spacings[0]).max() > 1e-4:
+        raise ItermaskError(f"its slices have {len(np.unique(spacings.round(4), axis=0))} different pixel spacings")
+    sizes = {(ds.Rows, ds.Columns) for ds in datasets}
+    if len(sizes) > 1:
+        raise ItermaskError(f"its slices have {len(sizes)} different sizes (rows × columns)")
+    positions = np.array([ds.ImagePositionPatient for ds in datasets], dtype=float)
     spacing, order = get_volume_positions(positions, orientations[0])
     if spacing is None:
         raise ItermaskError(_why_not_a_volume(positions, orientations[0]))
-    return [datasets[order.index(k)] for k in range(len(order))]
+    return [datasets[i] for i in np.argsort(order)]
 
 
 def _why_not_a_volume(positions: np.ndarray, orientation: np.ndarray) -> str:

@@ -112,7 +112,18 @@ def sitk_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
     affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
     affine[:3, 3] = image.GetOrigin()
     # SimpleITK's arrays are (k, j, i); the core wants (i, j, k).
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), LPS_TO_RAS @ affine
+    return np.asarray(_SitkPixels(image, sitk)).transpose(2, 1, 0), LPS_TO_RAS @ affine
+
+
+class _SitkPixels:
+    """The voxels of a SimpleITK image as a numpy array without a copy (a 384-slice series is 75 MB): the array
+    keeps this object, and so the image that owns the memory, alive."""
+
+    def __init__(self, image, sitk):
+        self.image = image
+        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)  # the view makes the buffer unique
+        interface["data"] = (interface["data"][0], False)  # so writing into it, like any reader's array, is safe
+        self.__array_interface__ = interface
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:
