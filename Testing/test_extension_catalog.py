@@ -79,16 +79,17 @@ def test_the_entry_agrees_with_the_top_cmakelists(entry, cmake):
 
 
 def test_the_icon_and_screenshots_the_cmakelists_name_are_pngs_in_the_repository(cmake):
-    """Their URLs point into the repository (``…/raw/<branch>/<path>``): the files must be there, tracked, and PNG;
-    the icon 128×128 as the Extensions Manager shows it."""
-    icon = cmake_set(cmake, "EXTENSION_ICONURL")
-    screenshots = cmake_set(cmake, "EXTENSION_SCREENSHOTURLS").split()
-    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split())
-    for url in (icon, *screenshots):
-        path = re.sub(r"^.*?/raw/[^/]+/", "", url)
-        assert path in tracked, url
-        assert (REPO / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url
-    width, height = struct.unpack(">II", (REPO / re.sub(r"^.*?/raw/[^/]+/", "", icon)).read_bytes()[16:24])
+    """Their URLs point into the repository (``…/raw/<branch>/<path>`` or ``raw.githubusercontent.com/…/<path>``):
+    the files must be there, tracked, and PNG; the icon 128×128 as the Extensions Manager shows it."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    files = {}
+    for variable in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in cmake_set(cmake, variable).split():
+            path = next((p for p in tracked if url.endswith("/" + p)), None)
+            assert path, f"{variable} {url} names no file of the repository"
+            assert (REPO / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url
+            files[variable] = REPO / path
+    width, height = struct.unpack(">II", files["EXTENSION_ICONURL"].read_bytes()[16:24])
     assert (width, height) == (128, 128)
 
 
