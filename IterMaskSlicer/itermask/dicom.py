@@ -11,15 +11,18 @@ of them until a DICOM series is read.
 """
 from __future__ import annotations
 
+import gc
+import os
 import re
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ItermaskError
-from .io import LPS_TO_RAS, is_dicom, sitk_array_affine
+from .io import LPS_TO_RAS, sitk_array_affine
 
 INSTALL = 'reading DICOM needs pydicom, highdicom and SimpleITK: pip install "itermask-slicer[dicom]"'
 # Modalities of objects that sit in image series folders but hold no image to segment (segmentations, structured
@@ -63,16 +66,47 @@ def find_series(folder: Path) -> list[DicomSeries]:
     """Every series with a DICOM file in ``folder`` or below (hidden folders and files without a series, like a
     DICOMDIR, left out), in series-number order."""
     pydicom = dicom_libraries()[0]
+    with _cyclic_gc_paused():
+        headers = [_header(pydicom, path) for path in _files_under(folder)]
     groups = defaultdict(list)
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not any(p.startswith(".") for p in path.relative_to(folder).parts) and is_dicom(path):
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-            except Exception as exc:  # pydicom raises many types for a damaged file; name the file
-                raise ItermaskError(f"cannot read {path} as DICOM ({type(exc).__name__}: {exc})") from None
-            if "SeriesInstanceUID" in ds:
-                groups[str(ds.SeriesInstanceUID)].append(ds)
+    for ds in headers:
+        if ds is not None and "SeriesInstanceUID" in ds:
+            groups[str(ds.SeriesInstanceUID)].append(ds)
     return _distinct(sorted(_series(folder, datasets) for datasets in groups.values()))
+
+
+def _header(pydicom, path: Path):
+    """The header of a DICOM file (pixel data not read), or None for a file that is not DICOM: one without the DICM
+    marker, unless it is named ``.dcm`` (as :func:`itermask.io.is_dicom` decides)."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, force=path.suffix.lower() == ".dcm")
+    except pydicom.errors.InvalidDicomError:
+        return None
+    except Exception as exc:  # pydicom raises many types for a damaged file; name the file
+        raise ItermaskError(f"cannot read {path} as DICOM ({type(exc).__name__}: {exc})") from None
+
+
+@contextmanager
+def _cyclic_gc_paused():
+    """pydicom makes about a hundred objects per file, none in reference cycles; left on, the cyclic collector
+    scans the whole heap again and again while a series is read (a fifth of the reading time in the benchmark)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """The files in ``folder`` and its subfolders, hidden ones and those in hidden folders left out, in name
+    order (os.walk: a 384-file series is walked in a millisecond, where pathlib takes tens)."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        found.extend(os.path.join(root, f) for f in files if not f.startswith("."))
+    return [Path(f) for f in sorted(found)]
 
 
 def _series(folder: Path, datasets: list) -> DicomSeries:
