@@ -202,11 +202,12 @@ def test_empty_scanless_and_dicom_folders_are_one_line_errors(model, tmp_path, c
     (other / "notes.txt").write_text("no scans here")
     for i, file in enumerate(dicom_files()):
         shutil.copy(file, dicom / "series1" / f"IM{i:04d}")  # scanner files often have no suffix
-    for folder, phrase in ((empty, "is empty"), (other, "holds no scans"), (dicom, "dcm2niix")):
+    for folder, phrase in ((empty, "is empty"), (other, "holds no scans"),
+                           (dicom, 'series 12 "CBU_DTI_64D_1A": it is a Siemens mosaic')):
         code, _, err = segment(capsys, model, folder, "-o", tmp_path / "out")
         assert_one_line_error(code, err, phrase)
     code, _, err = segment(capsys, model, dicom / "series1" / "IM0000", "-o", tmp_path / "out")
-    assert "DICOM" in err and "dcm2niix" in err and code != 0
+    assert_one_line_error(code, err, 'is one slice of DICOM series 12 "CBU_DTI_64D_1A": give the folder')
 
 
 # --- 6. output-side OS errors -------------------------------------------------------------------------------------

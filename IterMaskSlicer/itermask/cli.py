@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .bundle import ModelBundle, load_model
+from .dicom import DicomSeries
 from .discovery import available_models, default_model_name, validated_default
 from .errors import ItermaskError, shown
 from .metadata import MODALITIES, check_modality
@@ -27,13 +28,14 @@ from .session import Session, check_seed
 
 def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_mask: Path | None,
                  policy: str | None, seed: int, device: str, name: str | None = None,
-                 skull_strip: Path | None = None) -> Path:
-    """Segment one file into ``out_root/<name>/`` (default name: the file's stem); the folder appears complete or
-    not at all. Inputs are checked and the output folder is made writable before the computation; any problem is an
-    :class:`ItermaskError`. ``policy`` None: the bundle's default. ``skull_strip``: without a brain mask, the
-    T1-weighted scan ROBEX makes one from (the input itself, or a T1 of its session; :mod:`itermask.skullstrip`),
-    saved as ``brain_mask.nii.gz`` beside the results. Each warning of the result is printed on one line (and kept in
-    ``report.json``)."""
+                 skull_strip: Path | None = None, dicom_seg: bool = True) -> Path:
+    """Segment one file (or :class:`~itermask.dicom.DicomSeries`) into ``out_root/<name>/`` (default name: the
+    file's stem); the folder appears complete or not at all. Inputs are checked and the output folder is made
+    writable before the computation; any problem is an :class:`ItermaskError`. ``policy`` None: the bundle's
+    default. ``skull_strip``: without a brain mask, the T1-weighted scan ROBEX makes one from (the input itself, or a
+    T1 of its session; :mod:`itermask.skullstrip`), saved as ``brain_mask.nii.gz`` beside the results. Each warning
+    of the result is printed on one line (and kept in ``report.json``). A DICOM series also gets its mask as a
+    DICOM SEG unless ``dicom_seg`` is False."""
     from .cohort import partial_folder
     from .io import read_volume, scan_stem
     from .preprocess import check_image
@@ -66,6 +68,8 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
                 "scan_score": result.scan_score, "calibration": bundle.calibration.to_json(),
                 "seconds": round(time.perf_counter() - start, 2),
             }
+            if isinstance(input_path, DicomSeries):
+                report.update(_write_dicom_seg(partial, input_path, result, affine, report, dicom_seg))
             _write_results(partial, session, result, report)
             if report["skull_stripped_from"]:
                 from .io import write_nifti
@@ -75,6 +79,19 @@ def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_ma
                 shutil.rmtree(final)
             os.replace(partial, final)
     return final
+
+
+def _write_dicom_seg(folder: Path, series, result, affine: np.ndarray, report: dict, wanted: bool) -> dict:
+    """The DICOM SEG of a DICOM input (unless not ``wanted``), and what the report says about it."""
+    from .dicom_seg import SEG_FILE, write_dicom_seg
+
+    seg_uid = None
+    if wanted:
+        parameters = {"policy": report["policy"], "threshold": f"{report['threshold']:.6g}"}
+        seg_uid = write_dicom_seg(folder / SEG_FILE, result.mask, affine, series, model=report["model"],
+                                  parameters=parameters)
+    return {"source_series_instance_uid": series.uid, "dicom_seg": SEG_FILE if wanted else None,
+            "dicom_seg_series_instance_uid": seg_uid}
 
 
 def _brain_mask_on_scan_grid(brain_mask: Path | None, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray | None:
@@ -179,7 +196,8 @@ def _cmd_segment(args) -> int:
         mask = paired.get(path) or (masks[0] if len(masks) == 1 else None) or _mask_beside(path)
         try:
             strip = (Path(args.skull_strip_from) if args.skull_strip_from else path) if args.skull_strip else None
-            out = segment_file(path, out_root, bundle, mask, args.policy, seed, args.device, names[path], strip)
+            out = segment_file(path, out_root, bundle, mask, args.policy, seed, args.device, names[path], strip,
+                               dicom_seg=not args.no_dicom_seg)
             clear_failure(out_root, names[path])
             tqdm.write(f"{path}: wrote {out}")
         except ItermaskError as exc:  # one bad scan must not stop the others
@@ -199,9 +217,12 @@ def _cmd_segment(args) -> int:
 
 
 def _mask_beside(path: Path) -> Path | None:
-    """``<name>_brainmask.<suffix>`` next to ``<name>.<suffix>``, the flat-folder convention."""
+    """``<name>_brainmask.<suffix>`` next to ``<name>.<suffix>``, the flat-folder convention (none for a DICOM
+    series)."""
     from .io import SUFFIXES, scan_stem
 
+    if isinstance(path, DicomSeries):
+        return None
     found = [path.with_name(scan_stem(path) + "_brainmask" + suffix) for suffix in SUFFIXES]
     return next((f for f in found if _is_file(f)), None)
 
@@ -309,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment scans; writes OUTDIR/<name>/{mask,anomaly_map}.nii.gz, report.json")
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
                      help=".nii, .nii.gz or .nrrd scans, or folders of them (<name>_brainmask beside a scan is its "
-                          "brain mask). Under torchrun (RANK, WORLD_SIZE) each process takes its share")
+                          "brain mask), or folders of DICOM series (each series is a scan, written to "
+                          "OUTDIR/<number>_<description>/ with a DICOM SEG). Under torchrun (RANK, WORLD_SIZE) each "
+                          "process takes its share")
     seg.add_argument("-o", "--output", default=".", metavar="OUTDIR")
     seg.add_argument("--brain-mask", action="append", metavar="MASK", help="once for all inputs, or once per input")
     seg.add_argument("--skull-strip", action="store_true",
@@ -327,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--policy", choices=list(POLICIES),
                      help="default: the model's own (with its validated segmentation rule). itermask2: τ calibrated "
                           "on healthy scans; itermask3d: τ found for this scan from its shrink path (≈100 passes)")
+    seg.add_argument("--no-dicom-seg", action="store_true",
+                     help="for DICOM inputs, write no DICOM SEG (segmentation.dcm) beside mask.nii.gz")
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     seg.set_defaults(func=_cmd_segment)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ._shared import atomic_file, write_csv
 from .errors import ItermaskError, shown
-from .io import DICOM_ADVICE, SUFFIXES, is_dicom, scan_stem
+from .io import SUFFIXES, is_dicom, scan_stem
 
 try:
     import fcntl
@@ -71,9 +71,10 @@ def _environment_integer(name: str, default: int, minimum: int) -> int:
     return int(text)
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
+def expand_inputs(paths: list[str | Path]) -> list:
     """Files as given; a folder stands for every image in it except brain or lesion masks (``*_brainmask``,
-    ``*_lesion``, ``*_mask``). Sorted and without repeats, so every process sees the same list.
+    ``*_lesion``, ``*_mask``), or for every DICOM series in it (:class:`~itermask.dicom.DicomSeries`). Sorted and
+    without repeats, so every process sees the same list.
 
     >>> expand_inputs(["b.nii.gz", "a.nii.gz", "b.nii.gz"])
     [PosixPath('a.nii.gz'), PosixPath('b.nii.gz')]
@@ -81,12 +82,12 @@ def expand_inputs(paths: list[str | Path]) -> list[Path]:
     out = set()
     for path in map(Path, paths):
         out.update(scans_in_folder(path) if path.is_dir() else [path])
-    return sorted(out)
+    return sorted(out, key=lambda scan: (not isinstance(scan, Path), scan))
 
 
-def scans_in_folder(folder: Path) -> list[Path]:
-    """The scans directly in ``folder``, masks left out; a one-line error for a folder that has none (empty, other
-    files, or a DICOM series, which needs converting first)."""
+def scans_in_folder(folder: Path) -> list:
+    """The scans directly in ``folder``, masks left out, or else the DICOM series in it and below; a one-line
+    error for a folder that has neither (empty, or other files)."""
     entries = list(folder.iterdir())
     if not entries:
         raise ItermaskError(f"{folder} is empty")
@@ -97,28 +98,32 @@ def scans_in_folder(folder: Path) -> list[Path]:
     # DICOM series often sit one folder down (one per series) and have no suffix.
     files = [f for e in entries for f in ([e] if e.is_file() else e.iterdir() if e.is_dir() else []) if f.is_file()]
     if any(is_dicom(f) for f in files[:100]):
-        raise ItermaskError(f"{folder} holds DICOM files, not volumes: {DICOM_ADVICE}")
+        from .dicom import find_series
+
+        return find_series(folder)
     raise ItermaskError(f"{folder} holds no scans ({', '.join(SUFFIXES)}; subfolders are not searched)")
 
 
-def output_names(inputs: list[Path]) -> dict[Path, str]:
+def output_names(inputs: list) -> dict:
     """The output folder name of each input: its stem, unless other inputs share it. Then the parent folders that
     tell them apart come first, and inputs in one folder get their format last, so names never depend on the order.
+    A DICOM series is named like a file ``<its folder>/<number>_<description>``.
 
     >>> names = output_names([Path("a/scan.nii.gz"), Path("b/scan.nii.gz"), Path("b/scan.nrrd"), Path("c.nii.gz")])
     >>> list(names.values())
     ['a_scan', 'b_scan_nii_gz', 'b_scan_nrrd', 'c']
     """
+    as_paths = {getattr(scan, "path", scan): scan for scan in inputs}  # a DicomSeries by its .path
     by_stem = defaultdict(list)
-    for path in inputs:
+    for path in as_paths:
         by_stem[scan_stem(path)].append(path)
     names = {}
     for stem, paths in by_stem.items():
         names.update(_distinct_names(stem, paths))
     if len(set(names.values())) < len(names):
-        twice = sorted(str(p) for p in names if list(names.values()).count(names[p]) > 1)
+        twice = sorted(str(as_paths[p]) for p in names if list(names.values()).count(names[p]) > 1)
         raise ItermaskError(f"the same scan is given twice: {', '.join(twice)}")
-    return {path: names[path] for path in inputs}
+    return {as_paths[path]: names[path] for path in as_paths}
 
 
 def _distinct_names(stem: str, paths: list[Path]) -> dict[Path, str]:

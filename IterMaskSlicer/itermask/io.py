@@ -1,5 +1,5 @@
 """Reading and writing scans on disk (NIfTI through nibabel, NRRD through pynrrd, MetaImage ``.mha``/``.mhd``
-through SimpleITK when it is installed); used by the CLI and training.
+through SimpleITK when it is installed, a DICOM series through :mod:`itermask.dicom`); used by the CLI and training.
 
 Arrays come back in (i, j, k) index order with a 4×4 voxel → RAS mm affine, which is what the core expects.
 """
@@ -13,8 +13,7 @@ import numpy as np
 from .errors import ItermaskError
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-DICOM_ADVICE = "convert it to NIfTI first with dcm2niix, or load it with Slicer's DICOM module"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def scan_stem(path: str | os.PathLike) -> str:
@@ -26,13 +25,20 @@ def scan_stem(path: str | os.PathLike) -> str:
     return Path(path).stem
 
 
-def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(array, affine) of an image file; a one-line :class:`ItermaskError` if it cannot be read."""
+def read_volume(path) -> tuple[np.ndarray, np.ndarray]:
+    """(array, affine) of an image file, of a folder holding one DICOM series, or of a
+    :class:`~itermask.dicom.DicomSeries`; a one-line :class:`ItermaskError` if it cannot be read."""
+    from . import dicom
+
+    if isinstance(path, dicom.DicomSeries):
+        return dicom.read_series(path)
     path = Path(path)
+    if path.is_dir():
+        return dicom.read_folder(path)
     if not path.is_file():
         raise ItermaskError(f"file not found: {path}")
     if is_dicom(path):
-        raise ItermaskError(f"{path} is a DICOM file: {DICOM_ADVICE}")
+        return dicom.read_file(path)
     try:
         if path.name.lower().endswith((".nrrd", ".nhdr")):
             return _read_nrrd(path)
@@ -76,14 +82,14 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
     space = str(header.get("space", "left-posterior-superior")).lower()
     if space in ("left-posterior-superior", "lps"):
-        affine = _LPS_TO_RAS @ affine
+        affine = LPS_TO_RAS @ affine
     elif space not in ("right-anterior-superior", "ras"):
         raise ItermaskError(f"{path}: unsupported NRRD space {space!r}")
     return data, affine
 
 
 def _read_metaimage(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A MetaImage through SimpleITK, whose physical space is LPS: ``LPS = origin + direction · diag(spacing) · ijk``."""
+    """A MetaImage through SimpleITK."""
     try:
         import SimpleITK as sitk
     except ImportError:
@@ -93,12 +99,31 @@ def _read_metaimage(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ItermaskError(f"{path}: expected a 3D scalar volume, got {image.GetDimension()}D data with "
                             f"{image.GetNumberOfComponentsPerPixel()} components per voxel")
+    return sitk_array_affine(image)
+
+
+def sitk_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
+    """(array, affine) of a 3D SimpleITK image, whose physical space is LPS:
+    ``LPS = origin + direction · diag(spacing) · ijk``."""
+    import SimpleITK as sitk
+
     affine = np.eye(4)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
     affine[:3, 3] = image.GetOrigin()
     # SimpleITK's arrays are (k, j, i); the core wants (i, j, k).
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), _LPS_TO_RAS @ affine
+    return np.asarray(_SitkPixels(image, sitk)).transpose(2, 1, 0), LPS_TO_RAS @ affine
+
+
+class _SitkPixels:
+    """The voxels of a SimpleITK image as a numpy array without a copy (a 384-slice series is 75 MB): the array
+    keeps this object, and so the image that owns the memory, alive."""
+
+    def __init__(self, image, sitk):
+        self.image = image
+        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)  # the view makes the buffer unique
+        interface["data"] = (interface["data"][0], False)  # so writing into it, like any reader's array, is safe
+        self.__array_interface__ = interface
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> None:
