@@ -30,6 +30,7 @@ from .cases import LabelledCase
 from .detection import artifact_scans, detection_rows, score_scans
 from .methods import IntensityThreshold, IterMask, OneShot
 from .report import evaluate_cases, summary_table
+from .splits import VoxelmorphHealthyT1
 from . import validation
 from .tables import read_csv
 
@@ -43,17 +44,6 @@ def brats(case: str, sequence: str) -> LabelledCase:
     folder = DATA / "brats2013" / f"brats_2013_pat{case}_1"
     return LabelledCase(f"pat{case}", folder / f"{sequence}_subtrMeanDivStd.nii.gz", folder / "brainmask.nii.gz",
                         folder / "OTMultiClass.nii.gz")
-
-
-class VoxelmorphHealthyT1:
-    """The healthy skull-stripped T1 shipped with voxelmorph's tests (no model saw it). The file stores no affine;
-    its axes are FreeSurfer's conformed LIA at 1 mm (checked by eye: axis 1 runs head to feet, axis 2 back to
-    front), which is what this affine says."""
-
-    def read(self) -> CaseVolumes:
-        image = np.load(DATA / "healthy" / "voxelmorph_test_scan" / "test_scan.npz")["vol"].astype(np.float32)
-        lia = np.array([[-1.0, 0, 0, 80], [0, 0, 1, -112], [0, -1, 0, 96], [0, 0, 0, 1]])
-        return CaseVolumes(image, lia, None, np.zeros(image.shape, bool))
 
 
 @dataclass
