@@ -76,6 +76,10 @@ def test_the_entry_agrees_with_the_top_cmakelists(entry, cmake):
     assert re.findall(r"project\s*\(\s*([^\s\)\n\r]+)", cmake, re.IGNORECASE)[0] == NAME
     assert cmake_set(cmake, "EXTENSION_CATEGORY") == entry["category"]
     assert cmake_set(cmake, "EXTENSION_DEPENDS").split() == entry["build_dependencies"] == ["PyTorch"]
+    # the index expands no CMake variables: its URLs are literal, and they name the repository of scm_url
+    repository = entry["scm_url"].removesuffix(".git")
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert cmake_set(cmake, variable).startswith(repository + ("#" if variable == "EXTENSION_HOMEPAGE" else "/"))
 
 
 def test_the_icon_and_screenshots_the_cmakelists_name_are_pngs_in_the_repository(cmake):

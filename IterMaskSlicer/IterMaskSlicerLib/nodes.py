@@ -13,6 +13,7 @@ import numpy as np
 import slicer
 import vtk
 
+from itermask.dicom_seg import CATEGORY, TYPE
 from itermask.errors import ItermaskError
 
 
@@ -96,10 +97,10 @@ def set_voxels(node, ijk: np.ndarray) -> None:
         node.CreateDefaultDisplayNodes()
 
 
-# What the segment is, in DICOM terms, so DICOM SEG export works: SNOMED CT "Morphologically Altered Structure"
-# (49755003) / "Lesion" (52988006), the way Slicer's terminology module writes an entry.
+# What the segment is, in DICOM terms, so DICOM SEG export works: the codes the CLI's DICOM SEG uses (SNOMED CT
+# "Morphologically Altered Structure" / "Lesion"), the way Slicer's terminology module writes an entry.
 TERMINOLOGY_ENTRY = ("Segmentation category and type - 3D Slicer General Anatomy list"
-                     "~SCT^49755003^Morphologically Altered Structure~SCT^52988006^Lesion~^^"
+                     f"~{CATEGORY[1]}^{CATEGORY[0]}^{CATEGORY[2]}~{TYPE[1]}^{TYPE[0]}^{TYPE[2]}~^^"
                      "~Anatomic codes - DICOM master list~^^~^^")
 
 
