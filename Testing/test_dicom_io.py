@@ -12,7 +12,8 @@ import pytest
 
 from itermask.dicom import find_series
 from itermask.errors import ItermaskError
-from itermask.io import LPS_TO_RAS, read_volume
+from itermask.io import read_volume
+from itermask.sitk_arrays import LPS_TO_RAS
 
 from conftest import DATA
 from dicom_writer import PATIENT_POSITION, geometry, study, write_enhanced, write_series

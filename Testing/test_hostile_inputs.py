@@ -149,9 +149,9 @@ def test_an_all_ones_mask_on_a_scan_with_skull_is_refused_like_no_mask(model, tm
     scan = write_nifti(tmp_path / "head.nii.gz", image, affine)
     ones = write_nifti(tmp_path / "ones.nii.gz", np.ones(image.shape, np.uint8), affine)
     code, _, without = segment(capsys, model, scan, "-o", tmp_path / "out")
-    assert_one_line_error(code, without, "not skull-stripped")
+    assert_one_line_error(code, without, "larger than a brain", "--skull-strip", "--brain-mask")
     code, _, err = segment(capsys, model, scan, "--brain-mask", ones, "-o", tmp_path / "out")
-    assert_one_line_error(code, err, "not skull-stripped", "covers 100% of the field of view")
+    assert_one_line_error(code, err, "larger than a brain", "covers 100% of the field of view", "--skull-strip")
 
 
 # --- 4. non-finite anomaly maps -----------------------------------------------------------------------------------

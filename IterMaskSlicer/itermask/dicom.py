@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ItermaskError
-from .io import LPS_TO_RAS, sitk_array_affine
+from .sitk_arrays import LPS_TO_RAS, sitk_array_affine
 
 INSTALL = 'reading DICOM needs pydicom, highdicom and SimpleITK: pip install "itermask-slicer[dicom]"'
 # Modalities of objects that sit in image series folders but hold no image to segment (segmentations, structured

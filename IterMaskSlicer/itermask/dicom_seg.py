@@ -15,7 +15,7 @@ import numpy as np
 
 from .dicom import DicomSeries, dicom_libraries
 from .errors import ItermaskError
-from .io import LPS_TO_RAS
+from .sitk_arrays import LPS_TO_RAS
 
 SEG_FILE = "segmentation.dcm"
 CATEGORY = ("49755003", "SCT", "Morphologically Altered Structure")

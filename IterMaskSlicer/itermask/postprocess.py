@@ -114,7 +114,7 @@ def without_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     still unsettled then is larger than ``min_voxels`` and kept.
 
     >>> m = np.zeros((1, 3, 7), bool); m[0, 0, :3] = True; m[0, 2, 6] = True
-    >>> without_small_components(m, 2).sum()
+    >>> int(without_small_components(m, 2).sum())
     3
     """
     mask = np.asarray(mask, bool)
