@@ -294,9 +294,8 @@ class IterMaskSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.workflow.load_example()
 
     def onTau(self, relative):
-        logic = self.workflow.logic
-        if logic.ready and abs(panel.tau_from_slider(logic, relative) - logic.state["tau"]) > 1e-9:
-            self.workflow.set_tau(panel.tau_from_slider(logic, relative))
+        if self.workflow.logic.ready:
+            self.workflow.set_tau(panel.tau_from_slider(self.workflow.logic, relative))
 
     def onThreshold(self, relative):
         if self.workflow.logic.ready:

@@ -8,18 +8,10 @@ import pytest
 
 from itermask import ItermaskError
 from IterMaskSlicerLib import nodes
-from IterMaskSlicerLib.client import WorkerClient
 from IterMaskSlicerLib.logic import IterMaskLogic
 from IterMaskSlicerLib.workflow import Finished, Workflow
 
-from test_slicer_logic import flair_node, shown, snapshot  # noqa: F401  (a fixture and helpers)
-
-
-@pytest.fixture(scope="module")
-def worker(slicer_path):
-    client = WorkerClient()
-    yield client
-    client.stop()
+from test_slicer_logic import flair_node, shown, snapshot, worker  # noqa: F401  (fixtures and helpers)
 
 
 @pytest.fixture()

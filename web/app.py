@@ -345,11 +345,11 @@ class IterMaskPage(TrameApp):
         self._shown_outputs = None
 
     def on_tau(self, relative):
-        if self.logic.ready and abs(panel.tau_from_slider(self.logic, relative) - self.logic.state["tau"]) > 1e-9:
+        if self.logic.ready:
             self.start(self.workflow.set_tau, panel.tau_from_slider(self.logic, relative))
 
     def on_iteration(self, im_iteration, **_):
-        if self.logic.ready and im_iteration is not None and int(im_iteration) != self.logic.state["position"]:
+        if im_iteration is not None:  # Workflow.seek ignores the iteration already shown
             self.start(self.workflow.seek, int(im_iteration))
 
     def on_threshold(self, im_threshold, **_):

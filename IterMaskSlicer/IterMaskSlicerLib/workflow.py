@@ -56,10 +56,15 @@ class Workflow:
         return self.action is not None
 
     @property
-    def can_cancel(self) -> bool:
-        """Cancel can act: a run is in flight (it stops after its step) or commands are still queued."""
+    def running(self) -> bool:
+        """A run is in flight (Cancel stops it after its step; its progress is shown as it comes)."""
         request = self.logic.driver.request
-        return bool(self.queue) or (request is not None and request.command == "run")
+        return request is not None and request.command == "run"
+
+    @property
+    def can_cancel(self) -> bool:
+        """Cancel can act: a run is in flight or commands are still queued."""
+        return bool(self.queue) or self.running
 
     @property
     def stepped(self) -> bool:
@@ -79,16 +84,11 @@ class Workflow:
         self._start("example", [("example", {})])
 
     def initialize(self, volume, brain_mask=None, model=None, policy=None, seed=0, device="auto") -> None:
-        self._result = None
-        self._start("initialize", [("initialize", dict(volume_node=volume, brain_mask_node=brain_mask, model=model,
-                                                       policy=policy, seed=seed, device=device))])
+        self._open("initialize", [], volume, brain_mask, model, policy, seed, device)
 
     def segment(self, volume, brain_mask=None, model=None, policy=None, seed=0, device="auto") -> None:
         """Initialize, then run to convergence: the one-click way."""
-        self._result = None
-        self._start("segment", [("initialize", dict(volume_node=volume, brain_mask_node=brain_mask, model=model,
-                                                    policy=policy, seed=seed, device=device)),
-                                 ("run", {"max_steps": None})])
+        self._open("segment", [("run", {"max_steps": None})], volume, brain_mask, model, policy, seed, device)
 
     def step(self) -> None:
         self._start("step", [("step", {})])
@@ -100,6 +100,10 @@ class Workflow:
         self._start("run", [("run", {"max_steps": max_steps})])
 
     def set_tau(self, tau: float) -> None:
+        """Shrink with ``tau`` from the next step. The session's own τ starts nothing (a slider put back, or set
+        again by the display), so later iterations are not discarded for no change."""
+        if self.logic.ready and abs(float(tau) - self.logic.state["tau"]) <= 1e-9:
+            return
         self._start("set_tau", [("set_tau", {"tau": float(tau)})])
 
     def seek(self, index: int) -> None:
@@ -169,8 +173,7 @@ class Workflow:
             self.status = "Failed: the scene is as before."
             raise
         if final is None:
-            request = self.logic.driver.request
-            if request is not None and request.command == "run":
+            if self.running:
                 self.status = self.describe_iteration(running=True)
             return None
         dropped, action = self._dropped, self._end()
@@ -198,6 +201,12 @@ class Workflow:
     def _check_idle(self) -> None:
         if self.busy:
             raise ItermaskError("wait until the current step has finished (or cancel it)")
+
+    def _open(self, action: str, then: list, volume, brain_mask, model, policy, seed, device) -> None:
+        """A new session (the applied result of the last one is forgotten), then the commands ``then``."""
+        self._result = None
+        self._start(action, [("initialize", dict(volume_node=volume, brain_mask_node=brain_mask, model=model,
+                                                 policy=policy, seed=seed, device=device)), *then])
 
     def _start(self, action: str, commands: list) -> None:
         self._check_idle()
