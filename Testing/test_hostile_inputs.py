@@ -407,8 +407,11 @@ def test_a_partial_folder_is_removed_when_its_block_fails(tmp_path):
 # --- 8. seeds, τ and thresholds, seek, complex images, NRRD geometry ----------------------------------------------
 
 def test_seeds_out_of_range_are_refused(model, small, tmp_path, capsys):
-    code, _, err = segment(capsys, model, small, "--seed", "99999999999999999999", "-o", tmp_path / "out")
-    assert_one_line_error(code, err, "seed")
+    for command in ("segment", "demo"):  # refused while reading the command line, before any scan is read
+        err = refused(capsys, command, *([small, "--model", model] if command == "segment" else []),
+                      "--seed", "99999999999999999999", "-o", tmp_path / "out")
+        assert "--seed" in err and "must be a whole number from 0 to" in err, err
+        assert not (tmp_path / "out").exists()
     image, affine = read_volume(small)
     for seed in (2**62, -1, 1.5, True):
         with pytest.raises(ItermaskError, match="seed"):

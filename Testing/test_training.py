@@ -148,3 +148,17 @@ def test_calibrate_measures_again_what_training_measured(tmp_path, capsys):
     a, b = ModelBundle.load(trained), ModelBundle.load(tmp_path / "again.pt")
     assert a.calibration == b.calibration and a.calibration.threshold > 0
     assert b.metadata.training["calibration_data"] == a.metadata.training["calibration_data"]
+
+
+def test_a_model_grid_too_fine_for_memory_is_a_one_line_error(tmp_path, capsys):
+    one_line_error(capsys, train_args(tmp_path, "--spacing", "0.01"), "0.01 mm model grid", "use a coarser spacing")
+    assert not (tmp_path / "checkpoint.ckpt").exists()
+
+
+def test_training_stops_at_the_first_non_finite_loss_without_saving(tmp_path, capsys):
+    capsys.readouterr()
+    assert main(train_args(tmp_path, "--method", "dae", "--dae-noise-sd", "1e300")) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the progress bar's line, then the error
+    assert [line for line in err if "error" in line] == err[-1:], err
+    assert err[-1].startswith("itermask: error: training diverged at step 1: loss {'denoiser': nan}"), err
+    assert not (tmp_path / "checkpoint.ckpt").exists() and not (tmp_path / "t.pt").exists()

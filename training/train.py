@@ -2,6 +2,7 @@
 slices, or an IterMask3D unified 3D model on whole volumes."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,20 +102,32 @@ def fit(state: TrainState, samples: TrainingSet, config: TrainConfig, process: P
                desc=f"train {config.name}", unit="step")
     for net in models.values():
         net.train()
-    while state.step < until:
-        batch = step_batch(samples, config.batch_size, state.bundle.metadata, config.seed, state.step, process.rank,
-                           process.world, config.augment)
-        losses, recons = _train_step(models, state, batch, config, process)
-        state.step += 1
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
-        if log:
-            log.add(state.step, losses)
-            if state.step % config.checkpoint_every == 0 or state.step == until:
-                state.save(checkpoint)
-                log.plot()
-                log.show_reconstructions(state.step, batch, recons)
-    bar.close()
+    try:  # the bar ends its line before an error is printed
+        while state.step < until:
+            batch = step_batch(samples, config.batch_size, state.bundle.metadata, config.seed, state.step, process.rank,
+                               process.world, config.augment)
+            losses, recons = _train_step(models, state, batch, config, process)
+            _stop_if_diverged(losses, state.step + 1, checkpoint)
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+            if log:
+                log.add(state.step, losses)
+                if state.step % config.checkpoint_every == 0 or state.step == until:
+                    state.save(checkpoint)
+                    log.plot()
+                    log.show_reconstructions(state.step, batch, recons)
+    finally:
+        bar.close()
+
+
+def _stop_if_diverged(losses: dict[str, float], step: int, checkpoint: Path) -> None:
+    """One error line at the first NaN or infinite loss: every later step would train on it, and the weights are
+    already spoilt, so nothing more is saved (the last checkpoint, if any, stays as it was)."""
+    bad = {role: loss for role, loss in losses.items() if not math.isfinite(loss)}
+    if bad:
+        raise ItermaskError(f"training diverged at step {step}: loss {bad} (try a smaller --lr or --dae-noise-sd); "
+                            f"the last good checkpoint, if any, is {checkpoint}")
 
 
 def _train_step(models: dict, state: TrainState, batch: dict, config: TrainConfig,

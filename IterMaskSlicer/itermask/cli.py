@@ -23,7 +23,7 @@ from .errors import ItermaskError, shown
 from .metadata import MODALITIES, check_modality
 from .policies import POLICIES
 from .reconstruction import MAX_SEED
-from .session import Session, check_seed
+from .session import Session
 
 
 def segment_file(input_path: Path, out_root: Path, bundle: ModelBundle, brain_mask: Path | None,
@@ -173,7 +173,6 @@ def _cmd_segment(args) -> int:
     from .cohort import (clear_failure, expand_inputs, output_names, process_rank, record_failure,
                          remove_stale_partials, shard, write_summary)
 
-    seed = check_seed(args.seed)
     rank, world = process_rank()
     args.skull_strip = args.skull_strip or bool(args.skull_strip_from)
     out_root = Path(args.output)
@@ -196,7 +195,7 @@ def _cmd_segment(args) -> int:
         mask = paired.get(path) or (masks[0] if len(masks) == 1 else None) or _mask_beside(path)
         try:
             strip = (Path(args.skull_strip_from) if args.skull_strip_from else path) if args.skull_strip else None
-            out = segment_file(path, out_root, bundle, mask, args.policy, seed, args.device, names[path], strip,
+            out = segment_file(path, out_root, bundle, mask, args.policy, args.seed, args.device, names[path], strip,
                                dicom_seg=not args.no_dicom_seg)
             clear_failure(out_root, names[path])
             tqdm.write(f"{path}: wrote {out}")
@@ -265,11 +264,10 @@ def _cmd_demo(args) -> int:
     from .example import write_example
 
     out = Path(args.output)
-    seed = check_seed(args.seed)
     check_output_folder(out)
     scan, brain = write_example(out / "inputs")
     bundle = load_model(default_model_name("FLAIR"))
-    result_dir = segment_file(scan, out, bundle, brain, None, seed, args.device)
+    result_dir = segment_file(scan, out, bundle, brain, None, args.seed, args.device)
     print(f"example scan: {scan}\nresults: {result_dir} (look at iterations.png first)")
     return 0
 
@@ -352,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "on healthy scans; itermask3d: τ found for this scan from its shrink path (≈100 passes)")
     seg.add_argument("--no-dicom-seg", action="store_true",
                      help="for DICOM inputs, write no DICOM SEG (segmentation.dcm) beside mask.nii.gz")
-    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--seed", type=seed_integer, default=0)
     seg.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     seg.set_defaults(func=_cmd_segment)
 
@@ -360,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="segment a built-in example (MNI152-based FLAIR-like scan with a lesion)")
     demo.add_argument("-o", "--output", default="itermask-demo", metavar="OUTDIR")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed_integer, default=0)
     demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     demo.set_defaults(func=_cmd_demo)
 

@@ -15,6 +15,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .errors import ItermaskError
+
+# 512³: 0.5 GB per float32 volume, a 0.35 mm grid over a whole brain; finer grids are a mistyped spacing.
+MAX_GRID_VOXELS = 512 ** 3
+
 
 @dataclass(frozen=True)
 class ModelGrid:
@@ -47,6 +52,11 @@ class ModelGrid:
         shape = tuple(
             max(m, d * math.ceil(math.ceil(e / spacing) / d)) for e, m, d in zip(extent_zyx, min_size, divisor)
         )
+        voxels = math.prod(shape)
+        if voxels > MAX_GRID_VOXELS:
+            raise ItermaskError(f"a {spacing:g} mm model grid around this brain would have {voxels:,} voxels "
+                                f"({' x '.join(map(str, shape))}), over the {MAX_GRID_VOXELS:,} a volume may have: "
+                                "use a coarser spacing")
         centre = (low + high) / 2
         origin = centre - spacing * (np.array(shape[::-1]) - 1) / 2
         return cls(shape=shape, spacing=float(spacing), origin=tuple(float(v) for v in origin))
