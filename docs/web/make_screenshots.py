@@ -23,13 +23,21 @@ sys.path.insert(0, str(HERE.parents[1] / "Testing"))
 
 from web_browser import Page, chromium, served  # noqa: E402
 
-LESION_RAS_MM = {"Red": 22.0, "Green": -12.0, "Yellow": 28.0}  # the example's lesion centre (itermask.example)
+# The example's lesion centre (itermask.example: R 28, A -12, S 22 mm) on each view's slice slider; the sagittal
+# slider's value runs from the patient's right to left (-R), as the view is seen from the left.
+LESION_ON_SLIDERS = {"Red": 22.0, "Green": -12.0, "Yellow": -28.0}
+SETTLE_S = 3.0  # the views' new frames have arrived (a render takes up to a few hundred ms on a busy CPU)
 
 
 def through_lesion(page: Page) -> None:
-    """Each slice view's slider on the lesion (axial S, coronal A, sagittal R, in mm)."""
-    for view, offset in LESION_RAS_MM.items():
+    """Each slice view's slider on the lesion."""
+    for view, offset in LESION_ON_SLIDERS.items():
         page.page.evaluate(f"window.trame.state.set('{view}__SliderState__value', {offset})")
+
+
+def shot(page: Page, path: Path) -> None:
+    time.sleep(SETTLE_S)
+    page.screenshot(path)
 
 
 def result_pixels(page: Page) -> np.ndarray:
@@ -67,23 +75,23 @@ def main() -> None:
         through_lesion(page)
         page.press("im-segment", until="s.im_stepped && s.im_status.includes('Converged')")
         print(page.state("im_status"), flush=True)
-        page.screenshot(out / "2-segmented.png")
+        shot(page, out / "2-segmented.png")
         page.slide("im_threshold-slider", 25)
         page.settled("im_threshold_raw")
-        page.screenshot(out / "3-threshold.png")
+        shot(page, out / "3-threshold.png")
         page.press("im-apply", until="s.im_has_result")
+        time.sleep(SETTLE_S)  # the result in the view, where the stroke is placed
         page.press("im-effect-paint", until="s.im_active_effect === 'paint'")
         edits = page.state("im_edits")
         page.stroke(edge_stroke(page))
         page.wait(f"s.im_edits > {edits}")
         page.press("im-effect-none", until="s.im_active_effect === 'none'")
-        page.screenshot(out / "4-painted.png")
+        shot(page, out / "4-painted.png")
         steps = page.state("im_iterations")
         page.press("im-continue", until=f"s.im_iterations === {steps + 1}")
         page.layout("Three views")
         through_lesion(page)
-        time.sleep(3)  # the three views re-rendered on their new slices
-        page.screenshot(out / "5-continued.png")
+        shot(page, out / "5-continued.png")
         print(page.state("im_status"), flush=True)
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('[2-5]-*.png')))} in {out}")
 
