@@ -331,13 +331,12 @@ class IterMaskPage(TrameApp):
         views = self.slicer_app.view_manager
         for view in views.filter_visible_views(views.get_views()):
             view.reset_view()
-            interactor = view.interactor()
 
-            def fit_once(caller, _event, view=view):
-                caller.RemoveObserver(self._fits.pop(view))
+            def fit_once(interactor, _event, view=view):
+                interactor.RemoveObserver(self._fits.pop(view))
                 view.reset_view()
             if view not in self._fits:
-                self._fits[view] = interactor.AddObserver(vtkCommand.WindowResizeEvent, fit_once)
+                self._fits[view] = view.interactor().AddObserver(vtkCommand.WindowResizeEvent, fit_once)
 
     # --- the workflow's buttons -----------------------------------------------------------------------------------
     def _check_idle(self) -> None:
