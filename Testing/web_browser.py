@@ -3,6 +3,7 @@ process of its own on a free port, driven by Playwright in Debian's headless Chr
 browser download)."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -11,6 +12,8 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 CHROMIUM = os.environ.get("ITERMASK_CHROMIUM", "/usr/bin/chromium")
 VIEWPORT = {"width": 1400, "height": 900}
@@ -119,9 +122,16 @@ class Page:
         download.value.save_as(path)
         return path
 
-    def view_box(self) -> dict:
-        """The axial slice view's box on the page (x, y, width, height in CSS pixels)."""
-        return self.page.locator("img.image-display-area").first.bounding_box()
+    def view_box(self, index: int = 0) -> dict:
+        """A slice view's box on the page (x, y, width, height in CSS pixels); 0: the axial view."""
+        return self.page.locator("img.image-display-area").nth(index).bounding_box()
+
+    def view_image(self, index: int = 0) -> np.ndarray:
+        """(rows, columns, 3) uint8: what a slice view shows now (0: the axial view)."""
+        from PIL import Image
+
+        png = self.page.screenshot(clip=self.view_box(index))
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
     def stroke(self, points: list[tuple[float, float]]) -> None:
         """A mouse stroke through ``points`` given as fractions of the slice view's width and height."""

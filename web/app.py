@@ -25,6 +25,7 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectNoTool, SegmentationEffectPaint
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from undo_stack import UndoStack
+from vtkmodules.vtkCommonCore import vtkCommand
 
 from itermask.discovery import available_models
 from itermask.errors import ItermaskError
@@ -38,9 +39,17 @@ from . import files, tabs
 from .plot import tau_plot_svg
 from .ui import build_page
 
-# Seconds between polls while an action runs. The desktop's QTimer waits 30 ms to keep Qt responsive; the server's
-# event loop only has to keep serving the websocket between two 20 ms slices of showing, so it hardly waits.
-POLL_INTERVAL = 0.005
+# While the worker computes, the server sleeps until the worker writes a line (a desktop-like 5 ms polling timer
+# would take CPU from the worker on a small machine); at most this many seconds, in case a line is missed.
+WAIT_S = 0.5
+# Seconds of showing per poll. Each poll's changes to the scene are rendered once, after it (a render of a large
+# slice view takes 50-150 ms on a CPU), so a poll shows a whole reply (tens of ms for a step) rather than the
+# desktop's 20 ms slices, which cost a render each; a long Run's sequence items still spread over several polls.
+POLL_BUDGET = 0.25
+# The views' image stream: each change rendered and sent once, at full quality, whether or not the mouse is over the
+# view. trame-slicer's default renders every change twice (a rough JPEG at once, a sharp one 0.5 s later) and a view
+# without the mouse at 10 frames per second, but the page's views change when a panel control is used.
+STREAM = {"interactive_quality": 90, "blur_fps": None}  # 90: the quality of trame-rca's sharp frame
 EFFECTS = {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase, "none": SegmentationEffectNoTool}
 
 
@@ -72,6 +81,22 @@ def worker_popen(device: str):
     return popen
 
 
+async def worker_output(worker: WorkerClient, timeout: float) -> None:
+    """Return once the worker has written to its stdout (a reply, or its end), or after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    if worker.process is None or sys.platform == "win32":  # Windows' event loop cannot watch a pipe: poll
+        await asyncio.sleep(0.005)
+        return
+    fd, written = worker.process.stdout.fileno(), loop.create_future()
+    loop.add_reader(fd, lambda: written.done() or written.set_result(None))
+    try:
+        await asyncio.wait_for(written, timeout)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(fd)
+
+
 class IterMaskPage(TrameApp):
     """The page and its one session.
 
@@ -91,7 +116,7 @@ class IterMaskPage(TrameApp):
                                                 "volumes": self.slicer_app.volumes_logic,
                                                 "segmentations": self.slicer_app.segmentations_logic,
                                                 "sequences": sequences})
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        register_rca_factories(self.slicer_app.view_manager, self.server, **STREAM)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(layouts())
         self.device = device
@@ -109,9 +134,10 @@ class IterMaskPage(TrameApp):
         self._shown_outputs = None
         self._plotted_state = None
         self._following = False
+        self._fits: dict = {}  # view -> its observer that fits it at its next resize
         self._initial_state()
         self.ui = build_page(self)
-        self.layout_manager.set_layout(self.state.im_layout)
+        self._set_layout(self.state.im_layout)
         for name, handler in (("im_layout", self.on_layout), ("im_threshold", self.on_threshold),
                               ("im_iteration", self.on_iteration), ("im_model", self.on_model),
                               ("im_effect", self.on_effect), ("im_brush", self.on_brush),
@@ -217,7 +243,7 @@ class IterMaskPage(TrameApp):
             while self.workflow.busy:
                 with self.state:
                     try:
-                        finished = self.workflow.poll()
+                        finished = self.workflow.poll(POLL_BUDGET)
                         self._show_outputs()
                         if finished is not None and finished.event == "done":
                             self._finished(finished.action)
@@ -226,7 +252,10 @@ class IterMaskPage(TrameApp):
                             traceback.print_exc()
                         self.state.im_error = str(exc)
                     self.show_status()
-                await asyncio.sleep(POLL_INTERVAL)
+                if self.logic.driver.busy:  # a command in flight: its next line
+                    await worker_output(self.logic.worker, WAIT_S)
+                else:  # the rest of a reply to show, once the websocket has been served
+                    await asyncio.sleep(0)
         finally:
             self._following = False
 
@@ -293,8 +322,21 @@ class IterMaskPage(TrameApp):
             VolumeWindowLevel.set_volume_node_display_min_max_range(volume, *im_window)
 
     def on_layout(self, im_layout, **_):
-        self.layout_manager.set_layout(im_layout)
-        self.slicer_app.display_manager.reset_views()  # views made for the new layout are fitted to the scan too
+        self._set_layout(im_layout)
+
+    def _set_layout(self, name: str) -> None:
+        """Show layout ``name``; each of its views is fitted to the scan now and again once the browser has sized it
+        (a view is 300 × 300 pixels until the page has laid it out, and a fit for another size crops the scan)."""
+        self.layout_manager.set_layout(name)
+        views = self.slicer_app.view_manager
+        for view in views.filter_visible_views(views.get_views()):
+            view.reset_view()
+
+            def fit_once(interactor, _event, view=view):
+                interactor.RemoveObserver(self._fits.pop(view))
+                view.reset_view()
+            if view not in self._fits:
+                self._fits[view] = view.interactor().AddObserver(vtkCommand.WindowResizeEvent, fit_once)
 
     # --- the workflow's buttons -----------------------------------------------------------------------------------
     def _check_idle(self) -> None:

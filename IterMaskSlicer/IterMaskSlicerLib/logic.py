@@ -24,7 +24,7 @@ from . import nodes
 from .caches import InputGridCache
 from .client import WorkerClient
 from .driver import SessionDriver
-from .outputs import MASK_COLOR, OutputNodes
+from .outputs import RESULT_COLOR, OutputNodes
 from .parameters import Parameters
 
 SOURCES = ("thresholded", "mask")  # Apply exports the thresholded anomaly map or the current iteration's mask
@@ -357,6 +357,6 @@ class IterMaskLogic:
             raise ItermaskError(f"unknown result source {source!r} (choose from {', '.join(SOURCES)})")
         mask = self.preview if source == "thresholded" else self.iteration_mask(self.state["position"])
         node = nodes.segmentation_from_mask(self.scene, mask, self.volume, f"{self.volume.GetName()} IterMask",
-                                            segment_name, MASK_COLOR)
+                                            segment_name, RESULT_COLOR)
         self.parameters.record_result(node)
         return node

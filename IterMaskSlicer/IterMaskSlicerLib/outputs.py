@@ -14,6 +14,7 @@ from .plots import TauPlot
 
 MASK_COLOR = (1.0, 0.55, 0.0)     # the iteration mask: filled label layer
 PREVIEW_COLOR = (0.2, 0.9, 1.0)   # the thresholded map (what Apply makes): outline
+RESULT_COLOR = (0.9, 0.2, 0.9)    # what Apply made (a person edits it): unlike both, to colour-blind eyes too
 COLOR_TABLE = "IterMask colors"   # shared by every session's mask, so it stays in the scene
 
 
