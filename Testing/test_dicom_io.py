@@ -253,7 +253,8 @@ def test_pixels_no_decoder_reads_are_refused_naming_the_transfer_syntax(written,
               f"sys.exit(main(['segment', {str(squeezed / enhanced.name)!r}, '-o', {str(tmp_path / 'out')!r}]))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 1 and not (tmp_path / "out").exists()  # 1: an input failed
-    assert proc.stderr.count("\n") == 1 and proc.stderr.strip().endswith(f"its pixels are stored as {jpeg}, which no installed pixel decoder reads "
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.strip().endswith(f"its pixels are stored as {jpeg}, which no installed pixel decoder reads "
                                         "(pip install python-gdcm)")
     # single frames whose header says JPEG lossless over data that is not a JPEG stream
     from pydicom.encaps import encapsulate

@@ -99,6 +99,13 @@ def test_a_zip_without_exactly_one_volume_is_refused_naming_its_series(uploads, 
     assert list(uploads.folder.iterdir()) == []
 
 
+def test_a_scan_not_read_from_dicom_has_no_dicom_seg():
+    from itermask_web.dicom import segmentation_dicom
+
+    with pytest.raises(ItermaskError, match="not read from DICOM"):
+        segmentation_dicom(segmentation=None, logic=None, series=None)
+
+
 # --- in the browser ---------------------------------------------------------------------------------------------------
 pytest.importorskip("playwright")
 from web_browser import CHROMIUM, Page, chromium, served  # noqa: E402

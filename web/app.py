@@ -405,7 +405,7 @@ class IterMaskPage(TrameApp):
         if result is None:
             raise ItermaskError("apply a result first")
         if kind == "dcm":
-            data = dicom.segmentation_dicom(result, self.logic, self.dicom_series[self.logic.volume.GetID()])
+            data = dicom.segmentation_dicom(result, self.logic, self.dicom_series.get(self.logic.volume.GetID()))
         else:
             data = files.mask_nifti(result, self.logic.volume) if kind == "nii" else files.segmentation_nrrd(result)
         return self.server.protocol.addAttachment(data)

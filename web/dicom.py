@@ -43,6 +43,8 @@ def segmentation_dicom(segmentation, logic, series) -> bytes:
     """All segments of ``segmentation`` (the applied, perhaps edited result of ``logic``'s session) as a DICOM SEG of
     ``series``, the DICOM series its scan was read from, as ``segmentation.dcm`` bytes. SEMIAUTOMATIC: a person chose
     the threshold on the page, and may have painted."""
+    if series is None:
+        raise ItermaskError("the scan was not read from DICOM, so there is no DICOM series for a DICOM SEG")
     volume = logic.volume
     mask = nodes.mask_array(segmentation, volume)
     with tempfile.TemporaryDirectory(prefix="itermask-web-") as folder:

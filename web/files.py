@@ -14,6 +14,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,8 +70,8 @@ def unzip(content: bytes, name: str, folder: Path, limit_bytes: int) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError) as exc:  # damaged, encrypted, exotic
-        raise ItermaskError(f"cannot unpack {name} ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, OSError) as exc:
+        raise ItermaskError(f"cannot unpack {name} ({exc})") from None  # damaged, encrypted, exotic, disk full
 
 
 class Uploads:

@@ -49,9 +49,9 @@ def build_page(page) -> VAppLayout:
             html.Div("For research use only: not a medical device.", classes="text-caption mb-2")
             # --- scan ---
             with html.Div(classes="d-flex align-center"):
-                v.VFileInput(id="im-upload", label="Open scan (.nii.gz, .nrrd, DICOM .zip)", density="compact", hide_details=True,
-                             multiple=True, change=UPLOAD, disabled=("im_busy || im_uploading",), clearable=False,
-                             prepend_icon="mdi-file-upload")
+                v.VFileInput(id="im-upload", label="Open scan (.nii.gz, .nrrd, DICOM .zip)", density="compact",
+                             hide_details=True, multiple=True, change=UPLOAD, disabled=("im_busy || im_uploading",),
+                             clearable=False, prepend_icon="mdi-file-upload")
                 v.VBtn("Load example", id="im-load-example", click=g(page.on_load_example), disabled=("im_busy",),
                        classes="ml-2", size="small")
             v.VSelect(id="im-volume", label="Input volume", v_model=("im_volume",), items=("im_volumes",),
