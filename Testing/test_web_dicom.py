@@ -60,8 +60,9 @@ def uploads():
     (zipped({"/etc/cron.d/itermask": b"x"}), "'/etc/cron.d/itermask', which would land outside its folder"),
     (zipped({"a.dcm": b"x"}, links={"b.dcm": "/etc/passwd"}), r"holds a symbolic link \(b.dcm\)"),
     (zipped({f"{i}.dcm": bytes(400_000) for i in range(3)}), r"unpacks to 1.2 MB; this server accepts at most 1.0 MB"),
+    (zipped({f"{i}.dcm": b"" for i in range(300)}), r"unpacks to 1.2 MB; this server accepts at most 1.0 MB"),
     (b"PK\x03\x04 not really a zip", "cannot open scan.zip: not a zip archive"),
-], ids=["dot-dot", "absolute", "symlink", "bomb", "not-a-zip"])
+], ids=["dot-dot", "absolute", "symlink", "bomb", "bomb-of-empty-files", "not-a-zip"])
 def test_a_zip_escaping_its_folder_holding_links_or_unpacking_past_the_limit_is_refused(uploads, content, reason):
     with pytest.raises(ItermaskError, match=reason):
         upload(uploads, "scan.zip", content)

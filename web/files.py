@@ -27,6 +27,7 @@ from IterMaskSlicerLib import nodes
 
 # Single-file volume formats (a .nhdr or .mhd header would need its data file beside it), and a zipped DICOM series.
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".zip")
+DISK_BLOCK = 4096  # bytes a file takes on disk at least
 
 
 def safe_name(name: str) -> str:
@@ -47,8 +48,9 @@ class Scan(NamedTuple):
 def unzip(content: bytes, name: str, folder: Path, limit_bytes: int) -> None:
     """The files of the zip archive ``content`` (the upload ``name``) into the new folder ``folder``; everything
     refused, and nothing written, if a member would land outside it, is a link, or the members together hold more
-    than ``limit_bytes`` (a zip bomb). :mod:`zipfile` never gives more bytes than a member's header says (and
-    refuses a member whose data does not match it), so the headers' sizes bound what is written."""
+    than ``limit_bytes`` (a zip bomb), each counted as at least a disk block (so a bomb of empty files is one too).
+    :mod:`zipfile` never gives more bytes than a member's header says (and refuses a member whose data does not match
+    it), so the headers' sizes bound what is written."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except zipfile.BadZipFile as exc:
@@ -60,7 +62,7 @@ def unzip(content: bytes, name: str, folder: Path, limit_bytes: int) -> None:
             raise ItermaskError(f"{name} holds a symbolic link ({member.filename}): zip the files themselves")
         if not (root / member.filename).resolve().is_relative_to(root):
             raise ItermaskError(f"{name} holds {member.filename!r}, which would land outside its folder")
-    unpacked = sum(m.file_size for m in members)
+    unpacked = sum(max(m.file_size, DISK_BLOCK) for m in members)
     if unpacked > limit_bytes:
         raise ItermaskError(f"{name} unpacks to {unpacked / 1e6:.1f} MB; this server accepts at most "
                             f"{limit_bytes / 1e6:.1f} MB (itermask web --max-upload-mb)")
