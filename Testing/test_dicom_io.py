@@ -1,5 +1,6 @@
 """A DICOM series in: ``read_volume(FOLDER)`` against dcm2niix on the real Siemens series and on series written from a
 shared scan in every plane and patient position, and the one-line refusals of what is not one 3D volume."""
+import re
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,67 @@ def test_without_the_dicom_extra_one_line_says_how_to_install_it(tmp_path):
     assert proc.stderr.strip() == ('itermask: error: reading DICOM needs pydicom, highdicom and SimpleITK: '
                                    'pip install "itermask-slicer[dicom]"')
     assert not (tmp_path / "out").exists()
+
+
+# Lossless transfer syntaxes and the Debian reference tool that writes each (input and output file appended).
+LOSSLESS = {
+    "1.2.840.10008.1.2.4.70": ["dcmcjpeg", "--encode-lossless-sv1"],  # JPEG lossless, first-order prediction (dcmtk)
+    "1.2.840.10008.1.2.4.80": ["dcmcjpls", "--encode-lossless"],  # JPEG-LS lossless (dcmtk)
+    "1.2.840.10008.1.2.4.90": ["gdcmconv", "--j2k"],  # JPEG 2000 lossless only (libgdcm-tools)
+    "1.2.840.10008.1.2.5": ["dcmcrle"],  # RLE lossless (dcmtk)
+    "1.2.840.10008.1.2.1.99": ["gdcmconv", "--deflated"],  # deflated explicit VR little endian (libgdcm-tools)
+}
+
+
+def compressed(files: list[Path], out: Path, syntax: str) -> Path:
+    """``files`` re-encoded in transfer syntax ``syntax`` by its reference tool, into the new folder ``out``."""
+    tool = LOSSLESS[syntax]
+    if shutil.which(tool[0]) is None:
+        pytest.skip(f"{tool[0]} is not installed (apt-get install dcmtk libgdcm-tools)")
+    out.mkdir()
+    for path in files:
+        subprocess.run([*tool, str(path), str(out / path.name)], check=True, capture_output=True)
+        assert pydicom.dcmread(out / path.name, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+    return out
+
+
+@pytest.mark.parametrize("syntax", LOSSLESS, ids=[pydicom.uid.UID(s).keyword for s in LOSSLESS])
+def test_a_losslessly_compressed_series_reads_as_the_uncompressed_one(written, syntax, tmp_path):
+    """The real Siemens series (single frames: SimpleITK/GDCM) and an enhanced multi-frame object (pydicom's
+    decoders, for highdicom), each compressed, read voxel for voxel as before, at the same place."""
+    enhanced = write_enhanced(written["oblique"][0], tmp_path / "enhanced")
+    for source in (SIEMENS / "T1_sagittal", enhanced.parent):
+        array, affine = read_volume(source)
+        squeezed = compressed(sorted(source.iterdir()), tmp_path / f"{source.name}_{syntax}", syntax)
+        array_c, affine_c = read_volume(squeezed)
+        assert np.array_equal(array_c, array) and np.array_equal(affine_c, affine)
+
+
+def test_pixels_no_decoder_reads_are_refused_naming_the_transfer_syntax(written, tmp_path):
+    if shutil.which("dcmcjpeg") is None:
+        pytest.skip("dcmcjpeg is not installed (apt-get install dcmtk)")
+    jpeg = "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])"
+    # an enhanced object in JPEG lossless, read without python-gdcm (pydicom's one decoder for it here)
+    enhanced = write_enhanced(written["axial_supine"][0], tmp_path / "enhanced")
+    squeezed = compressed([enhanced], tmp_path / "jpeg", "1.2.840.10008.1.2.4.70")
+    script = ("import sys; sys.modules['gdcm'] = None\n"  # as if python-gdcm were not installed
+              "from itermask.cli import main\n"
+              f"sys.exit(main(['segment', {str(squeezed / enhanced.name)!r}, '-o', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 1 and not (tmp_path / "out").exists()  # 1: an input failed
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.strip().endswith(f"its pixels are stored as {jpeg}, which no installed pixel decoder reads "
+                                        "(pip install python-gdcm)")
+    # single frames whose header says JPEG lossless over data that is not a JPEG stream
+    from pydicom.encaps import encapsulate
+
+    files = write_series(tmp_path / "damaged", written["axial_supine"][2].astype(np.int16), geometry("axial_supine"),
+                         series_number=8, description="damaged")
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+        ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream \xff\xd9"])
+        ds.save_as(path)
+    with pytest.raises(ItermaskError, match=rf'series 8 "damaged": SimpleITK cannot read its pixels, stored as '
+                                            rf'{re.escape(jpeg)} \('):
+        read_volume(tmp_path / "damaged")

@@ -66,7 +66,7 @@ def test_the_seg_references_its_source_and_holds_exactly_the_mask(segmented, coh
     assert_is_a_seg_of(seg, source, mask, nib.load(folder / "mask.nii.gz").affine, model="tiny-flair")
 
 
-def assert_is_a_seg_of(seg, source, mask: np.ndarray, affine: np.ndarray, model: str):
+def assert_is_a_seg_of(seg, source, mask: np.ndarray, affine: np.ndarray, model: str, algorithm_type="AUTOMATIC"):
     """One "Lesion" segment coded as the Slicer module codes it, by IterMask, on the source's patient, study and
     frame of reference, referencing the source series, each frame the source image at its place, and the frames
     together exactly ``mask``."""
@@ -76,7 +76,7 @@ def assert_is_a_seg_of(seg, source, mask: np.ndarray, affine: np.ndarray, model:
     assert seg.SegmentationType == "BINARY" and seg.Modality == "SEG"
     assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [source.uid]
     (segment,) = seg.SegmentSequence
-    assert segment.SegmentLabel == "Lesion" and segment.SegmentAlgorithmType == "AUTOMATIC"
+    assert segment.SegmentLabel == "Lesion" and segment.SegmentAlgorithmType == algorithm_type
     category, kind = segment.SegmentedPropertyCategoryCodeSequence[0], segment.SegmentedPropertyTypeCodeSequence[0]
     assert (category.CodeValue, category.CodingSchemeDesignator) == ("49755003", "SCT")
     assert (kind.CodeValue, kind.CodingSchemeDesignator, kind.CodeMeaning) == ("52988006", "SCT", "Lesion")

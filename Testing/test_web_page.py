@@ -155,7 +155,8 @@ def test_upload_names_never_leave_the_temporary_folder():
     uploads = Uploads(limit_mb=1)
     try:
         written = uploads.write([{"name": "../../escape.nii.gz", "size": 3, "content": b"abc"}])
-        assert written[0].resolve().is_relative_to(uploads.folder.resolve()) and written[0].name == "escape.nii.gz"
+        (scan,) = written
+        assert scan.path.resolve().is_relative_to(uploads.folder.resolve()) and scan.path.name == "escape.nii.gz"
         for name in ("notes.txt", ".hidden.nii", ""):
             with pytest.raises(ItermaskError, match="upload a"):
                 uploads.write([{"name": name, "content": b"x"}])

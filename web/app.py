@@ -35,7 +35,7 @@ from IterMaskSlicerLib.logic import IterMaskLogic, default_model, default_policy
 from IterMaskSlicerLib.standalone import install_globals
 from IterMaskSlicerLib.workflow import Workflow
 
-from . import files, tabs
+from . import dicom, files, tabs
 from .plot import tau_plot_svg
 from .ui import build_page
 
@@ -125,6 +125,7 @@ class IterMaskPage(TrameApp):
         self.editor.set_undo_stack(UndoStack(undo_limit=10))
         self.editor.segmentation_modified.connect(self._edited)
         self.uploads = files.Uploads(upload_limit_mb)
+        self.dicom_series: dict = {}  # the DICOM series an uploaded volume was read from, by node ID: for its SEG
         self.models = {**{name: str(path) for name, path in available_models().items()},
                        **{os.path.basename(str(m)): str(m) for m in models}}
         self.tabs = tabs.OneTab(self.server)
@@ -168,7 +169,7 @@ class IterMaskPage(TrameApp):
             "im_volumes": [], "im_volume": None, "im_masks": [], "im_brain_mask": None,
             "im_layouts": list(layouts()), "im_layout": "Axial",
             "im_status": "", "im_error": "", "im_busy": False, "im_can_cancel": False, "im_ready": False,
-            "im_stepped": False, "im_has_result": False, "im_show_map": False,
+            "im_stepped": False, "im_has_result": False, "im_dicom": False, "im_show_map": False,
             "im_iteration": 0, "im_iterations": 0, "im_tau": 1.0, "im_tau_max": panel.SLIDER_MAXIMUM,
             "im_tau_label": "—", "im_tau_tooltip": "", "im_tau_stop_label": "—",
             "im_threshold": 1.0, "im_threshold_max": panel.SLIDER_MAXIMUM, "im_threshold_label": "—",
@@ -185,6 +186,7 @@ class IterMaskPage(TrameApp):
         state.im_busy, state.im_can_cancel = flow.busy, flow.can_cancel
         state.im_ready, state.im_stepped = self.logic.ready, flow.stepped
         state.im_has_result = flow.result is not None
+        state.im_dicom = self.logic.volume is not None and self.logic.volume.GetID() in self.dicom_series
         values = panel.panel_values(self.logic) if self.logic.ready and self.logic.model_info else None
         if values is not None:
             state.im_iteration, state.im_iterations = values.iteration, values.iterations
@@ -280,13 +282,14 @@ class IterMaskPage(TrameApp):
         self.state.im_window_range = list(VolumeWindowLevel.get_volume_scalar_range(volume))
         self.state.im_window = list(VolumeWindowLevel.get_volume_display_range(volume))
 
-    def load_files(self, paths, brain_mask=None) -> None:
-        """Scans from files (the command line's, or uploads once written), and a brain mask file."""
+    def load_files(self, paths, brain_mask=None) -> list:
+        """Scans from files (the command line's, or uploads once written), and a brain mask file; the scans' nodes."""
         volumes = self.slicer_app.io_manager.load_volumes([str(p) for p in paths])
         if len(volumes) != len(paths):
             raise ItermaskError(f"could not read {', '.join(os.path.basename(str(p)) for p in paths)} as volumes")
         mask = self.slicer_app.io_manager.load_volumes([str(brain_mask)])[0] if brain_mask else None
         self.add_inputs(volumes, mask)
+        return volumes
 
     def on_upload_chunk(self, chunk: list[dict]) -> None:
         """A chunk of a tab's upload; the empty chunk that ends it reads the files into the scene (and deletes the
@@ -303,13 +306,12 @@ class IterMaskPage(TrameApp):
     def _load_upload(self, parts: list[dict], size: int) -> None:
         self._check_idle()
         self.uploads.check_size(size)
-        paths = self.uploads.write(parts)
+        scans = self.uploads.write(parts)
         try:
-            self.load_files(paths)
+            volumes = self.load_files([scan.path for scan in scans])
+            self.dicom_series.update({v.GetID(): scan.series for v, scan in zip(volumes, scans) if scan.series})
         finally:
-            for path in paths:
-                path.unlink(missing_ok=True)
-                path.parent.rmdir()
+            self.uploads.remove(scans)
 
     def on_volume(self, **_):
         volume = self.node("im_volume")
@@ -439,11 +441,15 @@ class IterMaskPage(TrameApp):
 
     # --- downloads ------------------------------------------------------------------------------------------------
     def download(self, kind: str):
-        """The applied (and edited) result as ``.nii.gz`` labelmap or ``.seg.nrrd``, on the input grid."""
+        """The applied (and edited) result as ``.nii.gz`` labelmap, ``.seg.nrrd`` or (a DICOM scan's) DICOM SEG, on
+        the input grid."""
         result = self.workflow.result
         if result is None:
             raise ItermaskError("apply a result first")
-        data = files.mask_nifti(result, self.logic.volume) if kind == "nii" else files.segmentation_nrrd(result)
+        if kind == "dcm":
+            data = dicom.segmentation_dicom(result, self.logic, self.dicom_series.get(self.logic.volume.GetID()))
+        else:
+            data = files.mask_nifti(result, self.logic.volume) if kind == "nii" else files.segmentation_nrrd(result)
         return self.server.protocol.addAttachment(data)
 
     def on_download(self, kind: str):

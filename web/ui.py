@@ -49,9 +49,9 @@ def build_page(page) -> VAppLayout:
             html.Div("For research use only: not a medical device.", classes="text-caption mb-2")
             # --- scan ---
             with html.Div(classes="d-flex align-center"):
-                v.VFileInput(id="im-upload", label="Open scan (.nii.gz, .nrrd)", density="compact", hide_details=True,
-                             multiple=True, change=UPLOAD, disabled=("im_busy || im_uploading",), clearable=False,
-                             prepend_icon="mdi-file-upload")
+                v.VFileInput(id="im-upload", label="Open scan (.nii.gz, .nrrd, DICOM .zip)", density="compact",
+                             hide_details=True, multiple=True, change=UPLOAD, disabled=("im_busy || im_uploading",),
+                             clearable=False, prepend_icon="mdi-file-upload")
                 v.VBtn("Load example", id="im-load-example", click=g(page.on_load_example), disabled=("im_busy",),
                        classes="ml-2", size="small")
             v.VSelect(id="im-volume", label="Input volume", v_model=("im_volume",), items=("im_volumes",),
@@ -116,11 +116,14 @@ def build_page(page) -> VAppLayout:
                       density="compact", hide_details=True, disabled=("!im_has_result",))
             v.VBtn("Continue from edited segmentation", id="im-continue", block=True, classes="mt-1",
                    click=g(page.on_continue), disabled=("im_busy || !im_has_result",))
-            with html.Div(classes="d-flex mt-2", style="gap: 4px;"):
+            with html.Div(classes="d-flex flex-wrap mt-2", style="gap: 4px;"):
                 v.VBtn("Mask .nii.gz", id="im-download-nii", size="small", prepend_icon="mdi-download",
                        click=_download("nii", "itermask-mask.nii.gz"), disabled=("!im_has_result",))
                 v.VBtn("Segmentation .seg.nrrd", id="im-download-seg", size="small", prepend_icon="mdi-download",
                        click=_download("seg", "itermask-result.seg.nrrd"), disabled=("!im_has_result",))
+                v.VBtn("DICOM SEG", id="im-download-dcm", v_if=("im_dicom",), size="small",
+                       prepend_icon="mdi-download", click=_download("dcm", "segmentation.dcm"),
+                       disabled=("!im_has_result",))
         with v.VMain(v_if=(tabs.MINE,), style="height: 100vh;"):
             with html.Div(classes="d-flex align-center px-2", style="height: 44px; gap: 12px;"):
                 with v.VBtnToggle(v_model=("im_layout",), mandatory=True, density="compact", id="im-layouts"):

@@ -5,6 +5,8 @@ slices (its volume test: one orientation and pixel spacing, slices evenly spaced
 (GDCM, the reader dcm2niix is checked against in the tests) reads the pixels of the slices in that order. An
 enhanced multi-frame object is read whole by highdicom. Like every reader in :mod:`itermask.io`, a series comes back
 as an (i, j, k) = (column, row, slice) array with a voxel → RAS mm affine, rescale slope and intercept applied.
+Losslessly compressed pixels (JPEG lossless, JPEG-LS, JPEG 2000, RLE, deflated) read as the uncompressed ones:
+GDCM decodes them, inside SimpleITK for single frames and as pydicom's plugin (python-gdcm) for an enhanced object.
 
 These libraries are the optional ``dicom`` extra (``pip install "itermask-slicer[dicom]"``); the core imports none
 of them until a DICOM series is read.
@@ -179,7 +181,8 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise ItermaskError(f"SimpleITK cannot read its pixels ({str(exc).strip().splitlines()[-1][:160]})") from None
+        raise ItermaskError(f"SimpleITK cannot read its pixels, stored as {_syntax(ordered[0])} "
+                            f"({str(exc).strip().splitlines()[-1][:160]})") from None
     return sitk_array_affine(image)
 
 
@@ -247,6 +250,7 @@ def _read_multiframe(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     """An enhanced multi-frame object, placed by highdicom from its per-frame positions."""
     pydicom, hd, _ = dicom_libraries()
     dataset = pydicom.dcmread(series.datasets[0].filename)
+    _check_decoder(dataset)
     try:
         volume = hd.Image.from_dataset(dataset, copy=False).get_volume(dtype=np.float32)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError) as exc:
@@ -258,6 +262,26 @@ def _read_multiframe(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
                             "volume")
     # highdicom's axes are (slice, row, column) in LPS; the core's are (column, row, slice) in RAS.
     return volume.array.transpose(2, 1, 0), LPS_TO_RAS @ volume.affine[:, [2, 1, 0, 3]]
+
+
+def _check_decoder(dataset) -> None:
+    """pydicom decodes an enhanced object's frames (for highdicom): refuse, naming the transfer syntax, pixels that
+    none of its installed decoders reads (JPEG lossless needs GDCM, which the ``dicom`` extra installs)."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        available = get_decoder(dataset.file_meta.TransferSyntaxUID).is_available
+    except (NotImplementedError, AttributeError):  # a transfer syntax pydicom does not know, or none given
+        available = False
+    if not available:
+        raise ItermaskError(f"its pixels are stored as {_syntax(dataset)}, which no installed pixel decoder reads "
+                            "(pip install python-gdcm)")
+
+
+def _syntax(dataset) -> str:
+    """The name of a dataset's transfer syntax (how its pixels are encoded)."""
+    uid = dataset.get("file_meta", {}).get("TransferSyntaxUID")
+    return uid.name if uid is not None else "an unknown transfer syntax"
 
 
 def _image_type(dataset) -> list[str]:

@@ -2,8 +2,9 @@
 
 The SEG shares the source's Patient, Study and Frame of Reference, references the source series and, frame by frame,
 each source image it covers, and holds one segment "Lesion" coded in SNOMED CT as the Slicer module's segment is
-(category 49755003 "Morphologically Altered Structure", type 52988006 "Lesion"), made by an AUTOMATIC algorithm
-identified as IterMask with its version and the model that made it. Frames without a lesion voxel are left out, as
+(category 49755003 "Morphologically Altered Structure", type 52988006 "Lesion"), made by an algorithm identified as
+IterMask with its version and the model that made it: AUTOMATIC from the CLI, SEMIAUTOMATIC from the page, where a
+person chose the threshold and may have edited the mask. Frames without a lesion voxel are left out, as
 the standard allows; a mask without any keeps every frame, so the SEG still says "nothing found" slice by slice.
 """
 from __future__ import annotations
@@ -24,10 +25,10 @@ SERIES_NUMBER_OFFSET = 1000  # the SEG's series number: its source's plus this, 
 
 
 def write_dicom_seg(path: Path, mask: np.ndarray, affine: np.ndarray, series: DicomSeries, *, model: str,
-                    parameters: dict[str, str]) -> str:
+                    parameters: dict[str, str], interactive: bool = False) -> str:
     """Write ``mask`` ((i, j, k) on the grid :func:`~itermask.dicom.read_series` gave ``series``, with ``affine``)
     to ``path`` as a DICOM SEG; returns its SeriesInstanceUID. ``parameters`` (policy, threshold, …) are recorded
-    with the algorithm."""
+    with the algorithm; ``interactive``: a person took part (SEMIAUTOMATIC)."""
     from . import __version__
 
     _, hd, _ = dicom_libraries()
@@ -36,10 +37,11 @@ def write_dicom_seg(path: Path, mask: np.ndarray, affine: np.ndarray, series: Di
     algorithm = hd.AlgorithmIdentificationSequence(
         name="IterMask", family=codes.cid7162.ArtificialIntelligence, version=__version__, source="IterMaskSlicer",
         parameters={"model": model, **parameters})
+    kind = hd.seg.SegmentAlgorithmTypeValues
     segment = hd.seg.SegmentDescription(
         segment_number=1, segment_label="Lesion", segmented_property_category=hd.sr.CodedConcept(*CATEGORY),
-        segmented_property_type=hd.sr.CodedConcept(*TYPE), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm)
+        segmented_property_type=hd.sr.CodedConcept(*TYPE),
+        algorithm_type=kind.SEMIAUTOMATIC if interactive else kind.AUTOMATIC, algorithm_identification=algorithm)
     frames = frames_of_sources(mask, affine, series)
     # highdicom warns about the source's own odd values (a one-part patient name, say), which are copied as they
     # are and which the user cannot change here
