@@ -175,11 +175,12 @@ def test_the_preview_is_what_apply_exports_voxel_for_voxel(logic, flair_node, ti
 
 def test_under_a_recorded_clean_up_apply_is_itermask_segments_mask_voxel_for_voxel(logic, flair_node, tiny_model,
                                                                                    tmp_path):
-    """A bundle whose rule cleans the map up (median, 3 mm rim, clusters ≥ 0.05 ml, as flair-3d's): the worker
-    thresholds and cleans, so the module's Apply is the CLI's mask, and a person's threshold is the core's."""
+    """A bundle whose rule segments the ``hyperintense`` map and cleans it up (median, 3 mm rim, clusters ≥ 0.05 ml,
+    as flair's): the worker thresholds and cleans, so the module's Apply is the CLI's mask, its map the core's, and a
+    person's threshold is the core's."""
     bundle = ModelBundle.load(tiny_model)
     data = bundle.metadata.to_json()
-    data["segmentation"] = {"policy": "itermask2", "anomaly": "squared", "threshold": None, "median": True,
+    data["segmentation"] = {"policy": "itermask2", "anomaly": "hyperintense", "threshold": 0.05, "median": True,
                             "rim_mm": 3.0, "min_component_ml": 0.05}
     bundle.metadata = BundleMetadata.from_json(data)
     model = bundle.save(tmp_path / "cleaned.pt")
@@ -198,6 +199,8 @@ def test_under_a_recorded_clean_up_apply_is_itermask_segments_mask_voxel_for_vox
     session = Session(ModelBundle.load(model), flair_node.image, flair_node.affine, policy="itermask2", seed=0,
                       device="cpu")
     session.run()
+    assert np.array_equal(logic.anomaly_map(), session.anomaly_map())  # the map shown is the one segmented
+    assert (logic.anomaly_map() == 0).mean() > (session.prepared.map_to_input(session.current.error) == 0).mean()
     lower = logic.threshold * 0.7
     assert np.array_equal(logic.preview_threshold(lower), session.result(lower).mask > 0)
     assert np.array_equal(nodes.mask_array(logic.apply("Lesion"), flair_node), session.result(lower).mask > 0)

@@ -51,7 +51,7 @@ def model_note(name_or_path=None) -> str:
     whether it is the sequence's validated default, or that the sequence has none (and what the best model gave).
 
     >>> model_note("flair-3d")                                                              # doctest: +SKIP
-    'flair-3d: the validated default for FLAIR (validation Dice 0.59)'
+    'flair-3d: the validated default for FLAIR (validation Dice 0.68)'
     """
     metadata = read_metadata(model_file(name_or_path))
     chosen, line = validated_default(metadata.modality)

@@ -128,8 +128,9 @@ class Worker:
             self.reply(request, "done")
             return
         sampled = self.voxels.values(new + [session.model_grid_anomaly_map()])
-        shown = sampled[-1]
-        amap = InputGridCache(self.voxels.brain_kji).volume(shown).T  # (i, j, k): the core's map_to_input
+        grid = InputGridCache(self.voxels.brain_kji)
+        amap = session.on_input_grid(grid.volume(sampled[-1]).T)  # (i, j, k): the core's anomaly_map
+        shown = np.ascontiguousarray(amap.T[grid.brain])
         self.cleaned = session.rule.post.prepare(amap, session.prepared.input_brain,
                                                  voxel_spacing(session.prepared.input_affine))
         arrays = {"map": self._write("map", shown), "segmentation": self.segmentation()}

@@ -13,8 +13,9 @@ def _pick(count: int, n: int) -> list[int]:
 
 def save_iteration_figure(session, result, path, n_slices: int = 3, n_iterations: int = 6) -> None:
     """PNG: rows are axial slices (through the largest part of the segmentation), columns are iterations, then the
-    final anomaly map (the rule's) outlining ``result.mask``: the segmentation written to ``mask.nii.gz``, after the
-    bundle's clean-up. Shown on the model grid in neurological orientation (patient's right on the right)."""
+    final anomaly map (the rule's residual on the model grid) outlining ``result.mask``: the segmentation written to
+    ``mask.nii.gz``, after the bundle's clean-up. Shown on the model grid in neurological orientation (patient's right
+    on the right)."""
     plt = pyplot()
     from matplotlib.colors import ListedColormap
 
