@@ -6,7 +6,7 @@ import numpy as np
 from ._shared import pyplot
 
 
-def _pick(count: int, n: int) -> list[int]:
+def spread(count: int, n: int) -> list[int]:
     """Up to ``n`` indices spread over ``range(count)``, always including the first and the last."""
     return sorted(set(np.linspace(0, count - 1, min(n, count)).round().astype(int).tolist()))
 
@@ -30,8 +30,8 @@ def save_iteration_figure(session, result, path, n_slices: int = 3, n_iterations
     per_slice = focus.sum(dim=(1, 2)).float()
     # Slices where the segmentation (else the mask) is at least half its largest extent, spread over that range.
     wide = (per_slice >= 0.5 * per_slice.max()).nonzero()[:, 0].tolist()
-    slices = [wide[i] for i in _pick(len(wide), n_slices)]
-    columns = [shown[i] for i in _pick(len(shown), n_iterations)]
+    slices = [wide[i] for i in spread(len(wide), n_slices)]
+    columns = [shown[i] for i in spread(len(shown), n_iterations)]
     fig, axes = plt.subplots(len(slices), len(columns) + 1, figsize=(2.2 * (len(columns) + 1), 2.3 * len(slices)),
                              squeeze=False)
     vmax = float(np.percentile(anomaly[prepared.brain].numpy(), 99.5)) or 1.0
