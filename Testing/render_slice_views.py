@@ -20,6 +20,7 @@ import slicer  # noqa: E402
 from vtkmodules.util.numpy_support import vtk_to_numpy  # noqa: E402
 
 from headless_slicer import make_scene  # noqa: E402
+from itermask.figures import spread  # noqa: E402
 from itermask.io import read_volume  # noqa: E402
 from IterMaskSlicerLib.logic import IterMaskLogic  # noqa: E402
 
@@ -64,7 +65,7 @@ def main() -> None:
     ijk = np.argwhere(logic.iteration_mask(logic.state["position"]))
     offset = float((affine @ np.r_[np.median(ijk, axis=0), 1.0])[2])  # through the middle of the final mask
     panels = []
-    for index in range(logic.state["count"]):
+    for index in spread(logic.state["count"], 6):  # an IterMask3D path has a hundred iterations
         logic.seek(index)
         logic.show_in_slice_views(show_anomaly_map=False)
         panels.append((f"iteration {index}", composited_slice(scene, offset)))

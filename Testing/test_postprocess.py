@@ -27,6 +27,10 @@ def test_median_filter_is_scipys_3_voxel_median_and_skips_thick_slices(ms_patch)
     assert np.array_equal(median_filtered(image, spacing), ndimage.median_filter(image, 3, mode="nearest"))
     thick = median_filtered(image, (1.0, 1.0, 7.0))  # no neighbours across 7 mm slices
     assert np.array_equal(thick, ndimage.median_filter(image, (3, 3, 1), mode="nearest"))
+    z = (image - image.mean()) / image.std()  # negative values: every voxel's median is computed
+    assert np.array_equal(median_filtered(z, spacing), ndimage.median_filter(z, 3, mode="nearest"))
+    sparse = np.where(z > 1.5, z, 0).astype(np.float32)  # mostly zero, as a hyperintense map: most medians are zero
+    assert np.array_equal(median_filtered(sparse, spacing), ndimage.median_filter(sparse, 3, mode="nearest"))
 
 
 def test_small_clusters_are_dropped_exactly_as_26_connected_labelling_says(ms_patch):

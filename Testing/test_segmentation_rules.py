@@ -10,9 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from itermask import ModelBundle, Session, rules, thresholding
+from itermask import ItermaskError, ModelBundle, Session, rules, thresholding
 from itermask.metadata import BundleMetadata
+from itermask.normalize import iterative_zscore
 from itermask_evaluation import splits, tables, validation
 
 from conftest import brats
@@ -48,6 +50,26 @@ def test_a_bundle_segments_with_its_recorded_rule_under_its_policy_only(tiny_mod
     assert np.array_equal(result.mask, (result.anomaly_map > 0.5) & session.prepared.input_brain)
     other = Session(bundle, image, affine, brain, policy="itermask3d", seed=0, device="cpu")
     assert other.rule.anomaly == "squared" and other.rule.threshold is None
+
+
+def test_the_hyperintense_map_is_the_bright_map_where_the_scan_is_above_its_healthy_intensity_threshold(tiny_model,
+                                                                                                        scan, tmp_path):
+    image, affine, brain, blob = scan
+    rule = {"policy": "itermask2", "anomaly": "hyperintense", "threshold": 0.05}
+    bundle = ModelBundle.load(_with_metadata(tiny_model, tmp_path, "hyper", segmentation=rule))
+    session = Session(bundle, image, affine, brain, seed=0, device="cpu")
+    result = session.run()
+    z = iterative_zscore(torch.from_numpy(image.astype(np.float32)), torch.from_numpy(session.prepared.input_brain))
+    hyper = z.numpy() > bundle.calibration.intensity_threshold
+    bright = Session(bundle, image, affine, brain, seed=0, device="cpu", anomaly="bright")
+    bright.run()
+    assert np.array_equal(result.anomaly_map, np.where(hyper, bright.anomaly_map(), 0))
+    assert result.mask[~hyper].sum() == 0 and result.mask[blob].mean() > 0.5  # the inserted lesion is bright
+    assert (bright.result(0.05).mask[~hyper] > 0).any()  # the gate took away what the residual alone flagged
+    bundle.metadata = BundleMetadata.from_json({**bundle.metadata.to_json(), "calibration": {
+        **bundle.metadata.to_json()["calibration"], "intensity_threshold": None}})
+    with pytest.raises(ItermaskError, match="no healthy-calibrated intensity threshold"):
+        Session(bundle, image, affine, brain, device="cpu")
 
 
 def test_a_session_takes_the_bundles_default_policy(tiny_model_3d, scan):

@@ -12,7 +12,9 @@ import slicerio
 
 from itermask import ItermaskError, ModelBundle, Session
 from itermask.geometry import resample_onto
-from itermask.io import read_volume
+from itermask.cli import main
+from itermask.io import read_volume, write_nifti
+from itermask.metadata import BundleMetadata
 from IterMaskSlicerLib import nodes
 from IterMaskSlicerLib.caches import InputGridCache
 from IterMaskSlicerLib.client import WorkerClient, WorkerDied
@@ -169,6 +171,39 @@ def test_the_preview_is_what_apply_exports_voxel_for_voxel(logic, flair_node, ti
         assert np.array_equal(nodes.mask_array(segmentation, flair_node), expected)
     with pytest.raises(ItermaskError, match="unknown result source"):
         logic.apply("Lesion", source="segmentation")
+
+
+def test_under_a_recorded_clean_up_apply_is_itermask_segments_mask_voxel_for_voxel(logic, flair_node, tiny_model,
+                                                                                   tmp_path):
+    """A bundle whose rule segments the ``hyperintense`` map and cleans it up (median, 3 mm rim, clusters ≥ 0.05 ml,
+    as flair's): the worker thresholds and cleans, so the module's Apply is the CLI's mask, its map the core's, and a
+    person's threshold is the core's."""
+    bundle = ModelBundle.load(tiny_model)
+    data = bundle.metadata.to_json()
+    data["segmentation"] = {"policy": "itermask2", "anomaly": "hyperintense", "threshold": 0.05, "median": True,
+                            "rim_mm": 3.0, "min_component_ml": 0.05}
+    bundle.metadata = BundleMetadata.from_json(data)
+    model = bundle.save(tmp_path / "cleaned.pt")
+    logic.initialize(flair_node, model=str(model), policy="itermask2")
+    logic.run()
+    applied = nodes.mask_array(logic.apply("Lesion"), flair_node)
+
+    write_nifti(tmp_path / "flair.nii.gz", flair_node.image, flair_node.affine)
+    assert main(["segment", str(tmp_path / "flair.nii.gz"), "--model", str(model), "--policy", "itermask2",
+                 "--seed", "0", "--device", "cpu", "-o", str(tmp_path / "cli")]) == 0
+    cli_mask = read_volume(tmp_path / "cli" / "flair" / "mask.nii.gz")[0] > 0
+    cli_map = read_volume(tmp_path / "cli" / "flair" / "anomaly_map.nii.gz")[0]
+    assert np.array_equal(applied, cli_mask) and applied.any()
+    assert (applied != (cli_map > logic.threshold)).sum() > 100  # the clean-up changed the mask, and Apply has it
+
+    session = Session(ModelBundle.load(model), flair_node.image, flair_node.affine, policy="itermask2", seed=0,
+                      device="cpu")
+    session.run()
+    assert np.array_equal(logic.anomaly_map(), session.anomaly_map())  # the map shown is the one segmented
+    assert (logic.anomaly_map() == 0).mean() > (session.prepared.map_to_input(session.current.error) == 0).mean()
+    lower = logic.threshold * 0.7
+    assert np.array_equal(logic.preview_threshold(lower), session.result(lower).mask > 0)
+    assert np.array_equal(nodes.mask_array(logic.apply("Lesion"), flair_node), session.result(lower).mask > 0)
 
 
 def test_apply_exports_a_named_lesion_segment_that_slicerio_reads_back(logic, flair_node, tiny_model, tmp_path):

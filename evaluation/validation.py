@@ -45,7 +45,7 @@ from itermask.metadata import SegmentationChoice
 from itermask.normalize import iterative_zscore
 from itermask.postprocess import PostProcess, inner_brain, median_filtered
 from itermask.preprocess import brain_mask_or_nonzero
-from itermask.rules import reconstruction_error
+from itermask.rules import only_hyperintense, reconstruction_error
 
 from .metrics import lesion_detection
 from .splits import REPO, Scan, scans_of
@@ -56,12 +56,14 @@ MODALITIES = ("flair", "t1ce", "t1", "t2")
 THRESHOLDS = {"map": np.geomspace(1e-2, 1e2, 161), "intensity": np.round(np.arange(0.5, 8.0, 0.05), 2)}
 # The rules a bundle can record (itermask.rules: a map and a fixed or the policy's threshold); the final mask and the
 # released-first threshold are scored for comparison only.
-SHIPPABLE = ("policy threshold", "healthy-calibrated", "squared, tuned", "bright, tuned", "dark, tuned")
+SHIPPABLE = ("policy threshold", "healthy-calibrated", "squared, tuned", "bright, tuned", "dark, tuned",
+             "hyperintense, tuned")
 RULES = {"squared, tuned": ("squared", "map"), "bright, tuned": ("bright", "map"), "dark, tuned": ("dark", "map"),
-         "intensity, tuned": ("intensity", "intensity")}
-# The maps tried per sequence: T1 lesions are mostly darker than tissue (the ``dark`` side), the others brighter.
-MAPS = {"flair": ("squared", "bright"), "t1ce": ("squared", "bright"), "t1": ("squared", "bright", "dark"),
-        "t2": ("squared", "bright")}
+         "hyperintense, tuned": ("hyperintense", "map"), "intensity, tuned": ("intensity", "intensity")}
+# The maps tried per sequence: T1 lesions are mostly darker than tissue (the ``dark`` side), the others brighter;
+# on FLAIR also the bright residual where the scan itself is hyper-intense (small MS lesions).
+MAPS = {"flair": ("squared", "bright", "hyperintense"), "t1ce": ("squared", "bright"),
+        "t1": ("squared", "bright", "dark"), "t2": ("squared", "bright")}
 
 
 def counts(values: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -204,6 +206,18 @@ def post_counts(values: np.ndarray, data: ScanData, post: PostProcess, threshold
     return out
 
 
+def named_maps(maps: dict, data: ScanData, bundle_path: Path) -> dict:
+    """One run's input-grid maps (:class:`ScanMaps`) in ``data``'s box, by the name a rule segments
+    (:data:`itermask.rules.ANOMALY_MAPS`), as ``Session.anomaly_map`` makes them; ``hyperintense`` only where the
+    bundle has a healthy-calibrated intensity threshold."""
+    squared, bright = maps["squared"][data.box], maps["bright"][data.box]
+    named = {"squared": squared, "bright": bright, "dark": squared - bright}
+    intensity_threshold = load_model(bundle_path).calibration.intensity_threshold
+    if intensity_threshold is not None:
+        named["hyperintense"] = only_hyperintense(bright, data.z, intensity_threshold)
+    return named
+
+
 def _scan_sources(modality: str, data: ScanData, configurations, cache: Path, seed: int, healthy_k: float):
     """For one scan: ``(configuration, rule) → (map, threshold or None for tuned)`` and the fixed final masks."""
     sources = {("intensity", "intensity, tuned"): ("intensity", data.z, None),
@@ -213,8 +227,8 @@ def _scan_sources(modality: str, data: ScanData, configurations, cache: Path, se
         maps = ScanMaps(path, policy, data.scan, cache, seed).load()
         label = f"{path.stem} {policy}"
         seconds[label] = float(maps["seconds"])
-        squared, bright = maps["squared"][data.box], maps["bright"][data.box]
-        named = {"squared": squared, "bright": bright, "dark": squared - bright}
+        named = named_maps(maps, data, path)
+        squared = named["squared"]
         for anomaly in MAPS[modality]:
             sources[(label, f"{anomaly}, tuned")] = (anomaly, named[anomaly], None)
         sources[(label, "policy threshold")] = ("squared", squared, float(maps["policy_threshold"]))
@@ -296,9 +310,7 @@ def _test_rows(modality: str, scans: list[Scan], picked: list[tuple], info: dict
                 name, policy = label.split()
                 maps = ScanMaps(models / f"{name}.pt", policy, scan, cache, seed).load()
                 info[scan.name][label] = float(maps["seconds"])
-                squared, bright = maps["squared"][data.box], maps["bright"][data.box]
-                values = {"squared": squared, "bright": bright, "dark": squared - bright}[
-                    RULES.get(rule, ("squared",))[0]]
+                values = named_maps(maps, data, models / f"{name}.pt")[RULES.get(rule, ("squared",))[0]]
                 threshold = float(maps["policy_threshold"]) if threshold is None else threshold
             mask = post.segment(values, threshold, data.brain, data.spacing)
             tp = int((mask & data.truth).sum())
@@ -504,9 +516,7 @@ def lesion_table(modality: str, scans: list[Scan], rows: list[dict], choice: dic
             else:
                 name, policy = row["configuration"].split()
                 maps = ScanMaps(models / f"{name}.pt", policy, scan, cache, seed).load()
-                squared, bright = maps["squared"][data.box], maps["bright"][data.box]
-                values = {"squared": squared, "bright": bright, "dark": squared - bright}[
-                    RULES.get(row["rule"], ("squared",))[0]]
+                values = named_maps(maps, data, models / f"{name}.pt")[RULES.get(row["rule"], ("squared",))[0]]
             predicted = post.segment(values, row["threshold"], data.brain, data.spacing)
             out.append({"modality": modality.upper(), "scan": scan.name, "role": scan.role,
                         "configuration": row["configuration"], "rule": row["rule"], "post": row["post"],

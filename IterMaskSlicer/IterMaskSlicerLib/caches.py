@@ -58,10 +58,6 @@ class InputGridCache:
             raise ItermaskError("no iteration has been run yet")
         return self.volume(self.map_values)
 
-    def above(self, threshold: float) -> np.ndarray:
-        """(k, j, i) bool: the map above ``threshold`` inside the brain (the segmentation preview)."""
-        return self.volume(self.map_values > threshold)
-
     # --- brain voxels <-> volumes -------------------------------------------------------------------------------
     def volume(self, values: np.ndarray) -> np.ndarray:
         """A (k, j, i) volume with ``values`` at the brain's voxels, zero elsewhere."""

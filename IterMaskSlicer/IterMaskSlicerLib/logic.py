@@ -51,7 +51,7 @@ def model_note(name_or_path=None) -> str:
     whether it is the sequence's validated default, or that the sequence has none (and what the best model gave).
 
     >>> model_note("flair-3d")                                                              # doctest: +SKIP
-    'flair-3d: the validated default for FLAIR (validation Dice 0.59)'
+    'flair-3d: the validated default for FLAIR (validation Dice 0.68)'
     """
     metadata = read_metadata(model_file(name_or_path))
     chosen, line = validated_default(metadata.modality)
@@ -89,7 +89,6 @@ class IterMaskLogic:
         self.volume = None
         self.outputs: OutputNodes | None = None
         self.cache: InputGridCache | None = None
-        self.threshold_from_user: float | None = None
         self._preview: np.ndarray | None = None  # (k, j, i): the mask the preview segmentation shows
         self._showing = None  # the rest of a reply still to show (a generator), and the reply
         self._final: dict | None = None
@@ -172,8 +171,10 @@ class IterMaskLogic:
         if "map" in arrays:
             self.cache.set_map(arrays["map"], last["map_high"])
         self._show_numbers(self.state)
-        if last["event"] == "done":
+        if last["event"] == "done" and request.command != "threshold":
             yield from self._show_voxels(new_map="map" in arrays)
+        if "segmentation" in arrays:
+            self._show_preview(arrays["segmentation"])
 
     def _show_numbers(self, state: dict | None) -> None:
         """What every reply changes: the plot and the parameter node (also what a rolled-back command restores)."""
@@ -194,7 +195,12 @@ class IterMaskLogic:
         if new_map:
             self.outputs.show_map(self.cache)
             yield
-        self.preview_threshold()
+
+    def _show_preview(self, packed: np.ndarray) -> None:
+        """The worker's segmentation of the shown map (packed bits at the brain's voxels) as the preview."""
+        self._preview = self.cache.volume(np.unpackbits(packed, count=self.cache.voxels).astype(bool))
+        self.outputs.show_preview(self._preview)
+        self.parameters.record_threshold(self.threshold)
 
     # --- one call for scripts ---------------------------------------------------------------------------------
     def segment(self, volume_node, brain_mask_node=None, model=None, policy=None, seed=0,
@@ -299,7 +305,7 @@ class IterMaskLogic:
     def _remove_outputs(self) -> None:
         if self.outputs is not None:
             self.outputs.remove()
-        self.volume, self.outputs, self.cache, self._preview, self.threshold_from_user = None, None, None, None, None
+        self.volume, self.outputs, self.cache, self._preview = None, None, None, None
 
     def close(self) -> None:
         """Remove the outputs and stop the worker (the module is being closed)."""
@@ -329,19 +335,19 @@ class IterMaskLogic:
 
     @property
     def threshold(self) -> float:
-        """The segmentation threshold: a person's choice if made, else the policy's (IterMask3D: τ_stop)."""
-        return self.threshold_from_user if self.threshold_from_user is not None else self.state["threshold"]
+        """The segmentation threshold: a person's choice if made, else the bundle's rule's or the policy's
+        (IterMask3D: τ_stop), as the worker's session holds it."""
+        return self.state["threshold"]
 
-    def preview_threshold(self, threshold: float | None = None) -> np.ndarray:
-        """Segmentation preview = anomaly map > ``threshold`` inside the brain, shown as the preview segmentation;
-        returns the (i, j, k) mask. A given ``threshold`` is a person's choice and stays; None shows the current."""
+    def preview_threshold(self, threshold: float) -> np.ndarray:
+        """Segmentation preview at ``threshold`` (a person's choice: it stays for later iterations): the shown map
+        above it inside the brain, cleaned up by the bundle's rule, as ``itermask segment`` makes its mask. The worker
+        thresholds and cleans (the map's median and rim are done once per map, so this costs the comparison and the
+        clusters); this waits for it. Returns the (i, j, k) mask."""
         if self.cache is None or self.cache.map_values is None:
             raise ItermaskError("no iteration has been run yet")
-        if threshold is not None:
-            self.threshold_from_user = float(threshold)
-        self._preview = self.cache.above(self.threshold)
-        self.outputs.show_preview(self._preview)
-        self.parameters.record_threshold(self.threshold)
+        self.begin("threshold", threshold=float(threshold))
+        self.wait()
         return self.preview
 
     def show_in_slice_views(self, show_anomaly_map: bool = False, opacity: float = 0.5) -> None:
@@ -350,7 +356,8 @@ class IterMaskLogic:
     # --- result -----------------------------------------------------------------------------------------------
     def apply(self, segment_name: str = "Anomaly", source: str = "thresholded"):
         """A new segmentation node with one named lesion segment: exactly the preview shown (``thresholded``: the
-        anomaly map above the threshold) or the current iteration's mask (``mask``), for the Segment Editor."""
+        anomaly map above the threshold, cleaned up as the bundle's rule says) or the current iteration's mask
+        (``mask``), for the Segment Editor."""
         if not self.ready or self.state["position"] < 0:
             raise ItermaskError("run at least one step before applying")
         if source not in SOURCES:

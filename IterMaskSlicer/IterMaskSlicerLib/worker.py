@@ -10,7 +10,10 @@ with the command's id: ``progress`` messages while a run advances, then exactly 
 Only a ``done`` carries arrays, as ``.npy`` files in FOLDER named under ``arrays`` (the client deletes them once
 read): ``brain`` after ``initialize`` (uint8, the whole input grid); after a command that changes what is shown,
 ``masks`` (packed bits, one row per iteration computed by the command, the first being ``first_mask``) and ``map``
-(float32, the shown iteration's anomaly map) with ``map_high`` (its 99.9 % quantile, the top of the display window).
+(float32, the shown iteration's anomaly map) with ``map_high`` (its 99.9 % quantile, the top of the display window)
+and ``segmentation`` (packed bits: that map at the session's threshold, cleaned up by the bundle's rule, as
+``Session.result`` segments it); ``{"cmd": "threshold", "threshold": t}`` sets a person's threshold and answers with
+the shown map's ``segmentation`` at it.
 Masks and map hold only the brain's voxels, in Slicer's (k, j, i) C order: the rest of the input grid is zero.
 A run's progress carries no arrays, so it costs the run nothing; its masks travel once, when it is done.
 
@@ -46,11 +49,13 @@ if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask``
 # Only what the example scan needs is imported here: torch comes with the first ``initialize`` (through ``itermask``'s
 # lazy attributes and ``sampling``), so Load example works in a Slicer without PyTorch.
 import itermask  # noqa: E402
-from itermask._shared import atomic_file  # noqa: E402
+from itermask._shared import atomic_file, voxel_spacing  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
+from IterMaskSlicerLib.caches import InputGridCache  # noqa: E402
 
 if TYPE_CHECKING:
     from itermask.policies import PolicyReport
+    from itermask.postprocess import CleanedMap
     from IterMaskSlicerLib.sampling import BrainVoxels
 
 
@@ -94,6 +99,7 @@ class Worker:
         self.folder, self.send, self.cancelled = folder, send, cancelled
         self.session: itermask.Session | None = None
         self.voxels: BrainVoxels | None = None
+        self.cleaned: CleanedMap | None = None  # the shown map, ready to be thresholded under the bundle's clean-up
         self.models: dict[str, itermask.ModelBundle] = {}
         self._written = 0
 
@@ -114,19 +120,31 @@ class Worker:
 
     def show(self, request: dict, computed: int) -> None:
         """``done`` with what the Slicer side shows: the masks of iterations ``computed`` onwards and the current map,
-        sampled in one call."""
+        sampled in one call, and the segmentation at the session's threshold (see :meth:`segmentation`)."""
         session = self.session
         new = [it.mask for it in session.iterations[computed:]]
         if session.current is None:
+            self.cleaned = None
             self.reply(request, "done")
             return
         sampled = self.voxels.values(new + [session.model_grid_anomaly_map()])
-        shown = sampled[-1]
-        arrays = {"map": self._write("map", shown)}
+        grid = InputGridCache(self.voxels.brain_kji)
+        amap = session.on_input_grid(grid.volume(sampled[-1]).T)  # (i, j, k): the core's anomaly_map
+        shown = np.ascontiguousarray(amap.T[grid.brain])
+        self.cleaned = session.rule.post.prepare(amap, session.prepared.input_brain,
+                                                 voxel_spacing(session.prepared.input_affine))
+        arrays = {"map": self._write("map", shown), "segmentation": self.segmentation()}
         if new:
             arrays["masks"] = self._write("masks", np.packbits(sampled[:-1] >= 0.5, axis=1))  # as mask_to_input
         high = float(np.quantile(shown, 0.999)) if shown.size else None
         self.reply(request, "done", arrays=arrays, first_mask=computed, map_high=high)
+
+    def segmentation(self) -> str:
+        """The shown map's segmentation at the session's threshold, cleaned up by the bundle's rule exactly as
+        ``Session.result`` does (the map's threshold-free clean-up, the median and the rim, is done once per map in
+        :meth:`show`), as packed bits at the brain's voxels: the written file's path."""
+        mask = self.cleaned.segment(self.session.threshold)
+        return self._write("segmentation", np.packbits(mask.T[self.voxels.brain_kji]))
 
     # --- commands -----------------------------------------------------------------------------------------------
     def execute(self, request: dict) -> None:
@@ -155,7 +173,7 @@ class Worker:
         self.session = itermask.Session(self.models[key], self._load(request["image"]), np.asarray(request["affine"]),
                                         brain, policy=request["policy"], seed=request["seed"],
                                         device=request.get("device", "auto"), tau=request.get("tau"))
-        self.voxels = BrainVoxels(self.session.prepared)
+        self.voxels, self.cleaned = BrainVoxels(self.session.prepared), None
         model = self.session.model
         self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},
                    model={"name": model.name, "dims": model.dims, "calibration": {
@@ -179,12 +197,26 @@ class Worker:
         self.session.set_tau(float(request["tau"]))
         self.reply(request, "done")
 
+    def cmd_threshold(self, request: dict) -> None:
+        """A person's segmentation threshold: the shown map's segmentation at it (the session keeps it)."""
+        if self.cleaned is None:
+            raise ItermaskError("run at least one step before choosing a threshold")
+        before = self.session.threshold_from_user
+        self.session.threshold = request["threshold"]
+        try:
+            arrays = {"segmentation": self.segmentation()}
+        except Exception:
+            self.session.threshold_from_user = before
+            raise
+        self.reply(request, "done", arrays=arrays)
+
     def cmd_set_mask(self, request: dict) -> None:
         self.session.set_mask(self._load(request["mask"]))
         self.reply(request, "done")
 
     def cmd_reset(self, request: dict) -> None:
         self.session.reset()
+        self.cleaned = None
         self.reply(request, "done")
 
     def cmd_run(self, request: dict) -> None:

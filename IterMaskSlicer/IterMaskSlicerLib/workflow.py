@@ -129,8 +129,9 @@ class Workflow:
         return self._result
 
     def preview_threshold(self, threshold: float) -> None:
-        """Move the segmentation threshold (a UI-side change: no worker command)."""
-        if self.stepped and self.logic.preview is not None:
+        """Move the segmentation threshold: the worker thresholds and cleans the shown map (a short wait, no action;
+        ignored while an action is in progress)."""
+        if self.stepped and self.logic.preview is not None and not self.busy:
             self.logic.preview_threshold(threshold)
 
     def reset(self) -> None:

@@ -111,7 +111,7 @@ def _write_results(folder: Path, session: Session, result, report: dict) -> None
     affine = session.prepared.input_affine
     write_nifti(folder / "mask.nii.gz", result.mask.astype(np.uint8), affine)
     write_nifti(folder / "anomaly_map.nii.gz", result.anomaly_map.astype(np.float32), affine)
-    save_iteration_figure(session, folder / "iterations.png")
+    save_iteration_figure(session, result, folder / "iterations.png")
     (folder / "report.json").write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
 
 

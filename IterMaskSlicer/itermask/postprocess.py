@@ -10,10 +10,11 @@ threshold that finds small lesions. Three remedies, each chosen (or not) on the 
 - ``rim_mm``: nothing within that distance of the brain mask's edge is segmented;
 - ``min_component_ml``: connected clusters (26-connected) smaller than that are dropped.
 
-numpy in, numpy out; the work is done with torch so the core needs nothing else.
+numpy in, numpy out; the work is done with numpy and torch so the core needs nothing else.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 from .errors import ItermaskError, finite_number
 
 MEDIAN_REACH_MM = 1.5   # a voxel's neighbours along an axis count when they are within this distance
-MEDIAN_CHUNK = 16       # slices per median-filter chunk: 27 copies of a chunk stay small
+MEDIAN_CHUNK = 1 << 17  # voxels per median-filter chunk: 27 copies of a chunk stay small (14 MB)
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,45 @@ class PostProcess:
     def segment(self, anomaly_map: np.ndarray, threshold: float, brain: np.ndarray,
                 spacing: tuple[float, float, float]) -> np.ndarray:
         """The segmentation (bool, the map's shape) of ``anomaly_map > threshold`` inside ``brain`` after this
-        clean-up; ``spacing``: the voxel size in mm along the array's three axes. The work is done on the brain's
-        bounding box (one voxel of margin, so the rim and the median see the brain's edge as they would in full)."""
+        clean-up; ``spacing``: the voxel size in mm along the array's three axes."""
+        return self.prepare(anomaly_map, brain, spacing).segment(threshold)
+
+    def prepare(self, anomaly_map: np.ndarray, brain: np.ndarray,
+                spacing: tuple[float, float, float]) -> CleanedMap:
+        """What of the clean-up does not depend on the threshold (the median, the rim), done once, so that a
+        threshold slider pays only for the comparison and the clusters (see :class:`CleanedMap`). The work is done on
+        the brain's bounding box (one voxel of margin, so the rim and the median see the brain's edge as they would in
+        full), and the median only at the voxels a segmentation may hold."""
         brain = np.asarray(brain, bool)
-        out = np.zeros(brain.shape, bool)
         if not brain.any():
-            return out
+            return CleanedMap(brain.shape, (slice(0, 0),) * brain.ndim, np.zeros((0,) * brain.ndim, bool),
+                              np.zeros(0, np.float32), 0.0)
         box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(brain))
+        allowed = inner_brain(brain[box], self.rim_mm, spacing)
         values = np.asarray(anomaly_map)[box]
-        values = median_filtered(values, spacing) if self.median else values
-        mask = (values > threshold) & inner_brain(brain[box], self.rim_mm, spacing)
-        if self.min_component_ml > 0:
-            mask = without_small_components(mask, self.min_component_ml * 1000.0 / float(np.prod(spacing)))
-        out[box] = mask
+        values = median_at(values, spacing, allowed) if self.median else values[allowed]
+        min_voxels = self.min_component_ml * 1000.0 / float(np.prod(spacing))
+        return CleanedMap(brain.shape, box, allowed, values, min_voxels)
+
+
+@dataclass(frozen=True)
+class CleanedMap:
+    """A map ready to be thresholded under a clean-up: ``values`` (1D, median-filtered where the clean-up asks)
+    at the voxels of the box ``box`` (of a volume of ``shape``) that a segmentation may hold, ``allowed`` (bool, the
+    box's shape: the brain without its rim); ``min_voxels``: the smallest cluster kept (0: all)."""
+
+    shape: tuple[int, ...]
+    box: tuple[slice, ...]
+    allowed: np.ndarray
+    values: np.ndarray
+    min_voxels: float
+
+    def segment(self, threshold: float) -> np.ndarray:
+        """The segmentation at ``threshold`` (bool, ``shape``): the values above it, without the small clusters."""
+        out = np.zeros(self.shape, bool)
+        mask = np.zeros(self.allowed.shape, bool)
+        mask[self.allowed] = self.values > threshold
+        out[self.box] = without_small_components(mask, self.min_voxels) if self.min_voxels > 0 else mask
         return out
 
 
@@ -76,16 +103,35 @@ def _neighbour_reach(spacing) -> list[int]:
 def median_filtered(values: np.ndarray, spacing) -> np.ndarray:
     """The median over each voxel's neighbourhood (see :data:`MEDIAN_REACH_MM`), edges padded by replication;
     float32, the input's shape."""
+    values = np.asarray(values)
+    return median_at(values, spacing, np.ones(values.shape, bool)).reshape(values.shape)
+
+
+def median_at(values: np.ndarray, spacing, at: np.ndarray) -> np.ndarray:
+    """:func:`median_filtered` at the voxels ``at`` (bool, the shape of ``values``) only: float32, one value per
+    voxel of ``at`` in C order. A voxel's neighbours are gathered from the padded volume (a chunk of voxels at a
+    time, so the copies stay small) and their median taken. When no value is negative (every anomaly map), a voxel
+    with more than half its neighbours zero has median zero, so only the others are computed: on a map that is zero
+    over most of the brain (``hyperintense``) that is a few per cent of it."""
     reach = _neighbour_reach(spacing)
     volume = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     padded = F.pad(volume[None, None], [r for r in reversed(reach) for _ in (0, 1)], mode="replicate")[0, 0]
-    out = torch.empty_like(volume)
-    for start in range(0, volume.shape[0], MEDIAN_CHUNK):
-        stop = min(start + MEDIAN_CHUNK, volume.shape[0])
-        chunk = padded[start:stop + 2 * reach[0]]
-        windows = chunk.unfold(0, 2 * reach[0] + 1, 1).unfold(1, 2 * reach[1] + 1, 1).unfold(2, 2 * reach[2] + 1, 1)
-        out[start:stop] = windows.reshape(*windows.shape[:3], -1).median(dim=-1).values
-    return out.numpy()
+    strides = torch.tensor(padded.stride())
+    window = torch.cartesian_prod(*[torch.arange(2 * r + 1) for r in reach]).reshape(-1, 3)
+    offsets = window @ strides  # each neighbour's place relative to the window's first corner, in the flat volume
+    needed = np.asarray(at, bool)
+    if volume.numel() and float(volume.min()) >= 0:
+        size = [2 * r + 1 for r in reach]
+        nonzero = F.avg_pool3d((padded != 0).float()[None, None], size, stride=1)[0, 0] * len(offsets)
+        needed = needed & (nonzero.round() > len(offsets) // 2).numpy()
+    corners = torch.from_numpy(np.argwhere(needed)) @ strides  # a voxel's window starts at its own index once padded
+    flat, found = padded.reshape(-1), torch.empty(len(corners), dtype=torch.float32)
+    for start in range(0, len(corners), MEDIAN_CHUNK):
+        stop = start + MEDIAN_CHUNK
+        found[start:stop] = flat[corners[start:stop, None] + offsets].median(dim=1).values
+    out = np.zeros(int(np.count_nonzero(at)), np.float32)
+    out[needed[np.asarray(at, bool)]] = found.numpy()
+    return out
 
 
 def inner_brain(brain: np.ndarray, rim_mm: float, spacing) -> np.ndarray:
@@ -107,11 +153,12 @@ def inner_brain(brain: np.ndarray, rim_mm: float, spacing) -> np.ndarray:
 def without_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     """``mask`` without its 26-connected clusters of fewer than ``min_voxels`` voxels.
 
-    Every voxel starts labelled with its own index (from 1); each round a voxel takes the largest label among its
-    3×3×3 neighbours, then the label that voxel holds (pointer jumping). Labels only grow and never leave their
-    cluster, and a cluster of n voxels is one label after at most n − 1 rounds, so rounds stop at ``min_voxels``:
-    a label whose voxels all agree with their neighbours is a whole cluster and is judged by its size, and a cluster
-    still unsettled then is larger than ``min_voxels`` and kept.
+    The mask's voxels are numbered (C order) and joined by an edge to each neighbour in the mask; every voxel points at
+    a voxel of its own cluster (itself at first). Each round, for every edge whose two ends point at different
+    voxels, the higher of the two is made to point at the lower (its smallest offer wins), then pointers are followed
+    to their ends. Pointers only go down and never leave a cluster, and a round joins every pair of neighbouring
+    trees, so after a few rounds (about the logarithm of the largest cluster's size) every cluster points at one
+    voxel, and the clusters are counted.
 
     >>> m = np.zeros((1, 3, 7), bool); m[0, 0, :3] = True; m[0, 2, 6] = True
     >>> int(without_small_components(m, 2).sum())
@@ -121,19 +168,23 @@ def without_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     if not mask.any():
         return mask
     box = tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(mask))
-    inside = torch.from_numpy(mask[box])
-    index = torch.arange(1, inside.numel() + 1, dtype=torch.float64).reshape(inside.shape)  # float64: exact
-    labels = torch.where(inside, index, 0.0)
-    spread = lambda v: F.max_pool3d(v[None, None], 3, stride=1, padding=1)[0, 0] * inside  # noqa: E731
-    for _ in range(int(np.ceil(min_voxels))):
-        grown = spread(labels)
-        jumped = torch.maximum(grown, labels.flatten()[(grown.long() - 1).clamp_min(0)].reshape(grown.shape)) * inside
-        if torch.equal(jumped, labels):
-            break
-        labels = jumped
-    unsettled = torch.unique(labels[inside & (spread(labels) != labels)])
-    ids, sizes = torch.unique(labels[inside], return_counts=True)
-    kept = torch.cat([ids[sizes >= min_voxels], unsettled])
+    padded = np.pad(mask[box], 1)  # every voxel of the mask has its 26 neighbours inside the array
+    voxels = np.flatnonzero(padded)
+    number = np.full(padded.size, -1, np.int64)
+    number[voxels] = np.arange(len(voxels))
+    steps = [int(np.dot(d, padded.strides)) // padded.itemsize
+             for d in itertools.product((-1, 0, 1), repeat=3) if d > (0, 0, 0)]  # 13: each edge once
+    ends = [(np.flatnonzero(n >= 0), n[n >= 0]) for n in (number[voxels + step] for step in steps)]
+    first, second = np.concatenate([a for a, _ in ends]), np.concatenate([b for _, b in ends])
+    points = np.arange(len(voxels))
+    while (apart := points[first] != points[second]).any():
+        a, b = points[first[apart]], points[second[apart]]
+        np.minimum.at(points, np.maximum(a, b), np.minimum(a, b))
+        while not np.array_equal(followed := points[points], points):
+            points = followed
+    kept = np.bincount(points, minlength=len(voxels))[points] >= min_voxels
+    inside = np.zeros(padded.size, bool)
+    inside[voxels[kept]] = True
     out = np.zeros_like(mask)
-    out[box] = torch.isin(labels, kept).numpy() & mask[box]
+    out[box] = inside.reshape(padded.shape)[1:-1, 1:-1, 1:-1]
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import ItermaskError, finite_number
@@ -17,8 +18,11 @@ from .postprocess import PostProcess
 # ``squared``: (x' − x)², any deviation from the reconstruction. ``bright``: max(x − x', 0)², only voxels brighter
 # than the healthy tissue the network expected there — lesions that are hyper-intense on their sequence (FLAIR, T2),
 # without the dark rims, vessels and CSF borders the network merely blurs. ``dark``: max(x' − x, 0)², the other
-# side (hypo-intense lesions, as on T1). All in squared normalised intensity.
-ANOMALY_MAPS = ("squared", "bright", "dark")
+# side (hypo-intense lesions, as on T1). ``hyperintense``: the ``bright`` map only where the scan itself is
+# hyper-intense — its in-brain z-scored intensity above the bundle's healthy-calibrated intensity threshold
+# (``Calibration.intensity_threshold``) — so the network's residual and the scan's own contrast must agree: small
+# MS lesions on FLAIR, which a healthy-only network at 3 mm reconstructs half-way. All in squared normalised intensity.
+ANOMALY_MAPS = ("squared", "bright", "dark", "hyperintense")
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
@@ -47,20 +51,37 @@ class SegmentationRule:
         post = PostProcess(bool(chosen.median), chosen.rim_mm or 0.0, chosen.min_component_ml or 0.0)
         return cls(chosen.anomaly, chosen.threshold, chosen.source or "recorded in the bundle", post)
 
+    @property
+    def side(self) -> str:
+        """The residual the model-grid map keeps (:func:`reconstruction_error`'s ``side``): ``hyperintense`` is the
+        ``bright`` map, limited on the input grid by :func:`only_hyperintense`."""
+        return "bright" if self.anomaly == "hyperintense" else self.anomaly
+
     def as_dict(self) -> dict:
         return {"anomaly": self.anomaly, "threshold": self.threshold, "source": self.source,
                 "post": self.post.as_dict()}
 
 
+def only_hyperintense(anomaly_map: np.ndarray, z: np.ndarray, intensity_threshold: float) -> np.ndarray:
+    """The ``hyperintense`` map on the input grid: ``anomaly_map`` where the in-brain z-scored intensity ``z``
+    (:func:`itermask.normalize.iterative_zscore` of the scan, the map's shape) is above ``intensity_threshold``,
+    zero elsewhere; float32.
+
+    >>> only_hyperintense(np.array([1.0, 2.0, 3.0]), np.array([0.5, 2.5, 3.0]), 2.0).tolist()
+    [0.0, 2.0, 3.0]
+    """
+    return np.where(np.asarray(z) > intensity_threshold, anomaly_map, 0).astype(np.float32)
+
+
 def reconstruction_error(image: torch.Tensor, reconstruction: torch.Tensor, brain: torch.Tensor,
                          side: str = "squared") -> torch.Tensor:
-    """``(x' − x)²`` inside the brain, zero outside, float32 (any shape, all three alike); ``side`` (one of
-    :data:`ANOMALY_MAPS`) ``bright``: only where the image is above its reconstruction, ``max(x − x', 0)²``;
+    """``(x' − x)²`` inside the brain, zero outside, float32 (any shape, all three alike); ``side`` (``squared``,
+    or a rule's :attr:`SegmentationRule.side`) ``bright``: only where the image is above its reconstruction, ``max(x − x', 0)²``;
     ``dark``: only where it is below. Computed in float64 and capped at float32's largest
     value, so a wild reconstruction gives a huge error rather than infinity (whose map would turn into NaN).
 
     >>> x, recon, brain = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]), torch.ones(3, dtype=bool)
-    >>> [reconstruction_error(x, recon, brain, side).tolist() for side in ANOMALY_MAPS]
+    >>> [reconstruction_error(x, recon, brain, side).tolist() for side in ("squared", "bright", "dark")]
     [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     """
     residual = image.double() - reconstruction.double()

@@ -19,7 +19,8 @@ from .metadata import Calibration, HealthyScan
 from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
-from .rules import SegmentationRule, reconstruction_error
+from .normalize import iterative_zscore
+from .rules import SegmentationRule, only_hyperintense, reconstruction_error
 from .thresholding import StopThreshold
 
 # A segmentation larger than this share of the brain is reported as a warning: no lesion a user would segment this
@@ -120,7 +121,7 @@ class Session:
             ``threshold``: segmentation threshold on the anomaly map (default: the bundle's chosen rule for this
             policy, see :mod:`itermask.rules`, else the policy's own — the calibrated one for IterMask², the
             subject's τ_stop for IterMask3D). Both in squared normalised-intensity units.
-        anomaly: the map to segment, ``squared`` or ``bright`` (default: the bundle's rule's).
+        anomaly: the map to segment, one of :data:`itermask.rules.ANOMALY_MAPS` (default: the bundle's rule's).
 
     Example::
 
@@ -152,6 +153,8 @@ class Session:
         self.device = choose_device(device)
         self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata.grid,
                                                        model.grid_divisor)
+        # The ``hyperintense`` map needs the scan's own z-scored intensity on the input grid (kept: 4 bytes a voxel).
+        self._z = self._input_zscore(image) if self.rule.anomaly == "hyperintense" else None
         model.to(self.device)
         self._reconstruct = VolumeReconstructor(model, self.prepared.image, self.prepared.brain, self.device)
         self.brain_voxels = int(self.prepared.brain.sum())
@@ -288,11 +291,26 @@ class Session:
         if self.rule.anomaly == "squared":
             return self.current.error
         return reconstruction_error(self.prepared.image, self.current.reconstruction, self.prepared.brain,
-                                    side=self.rule.anomaly)
+                                    side=self.rule.side)
 
     def anomaly_map(self) -> np.ndarray:
-        """:meth:`model_grid_anomaly_map` on the input grid (float32)."""
-        return self.prepared.map_to_input(self.model_grid_anomaly_map())
+        """:meth:`model_grid_anomaly_map` on the input grid (float32), as :meth:`on_input_grid` completes it."""
+        return self.on_input_grid(self.prepared.map_to_input(self.model_grid_anomaly_map()))
+
+    def on_input_grid(self, sampled: np.ndarray) -> np.ndarray:
+        """The rule's anomaly map from :meth:`model_grid_anomaly_map` sampled on the input grid (i, j, k): itself,
+        or for ``hyperintense`` only where the scan is (:func:`itermask.rules.only_hyperintense`)."""
+        if self._z is None:
+            return sampled
+        return only_hyperintense(sampled, self._z, self.model.calibration.intensity_threshold)
+
+    def _input_zscore(self, image: np.ndarray) -> np.ndarray:
+        if self.model.calibration.intensity_threshold is None:
+            raise ItermaskError(f"{self.model.name} has no healthy-calibrated intensity threshold, which the "
+                                "hyperintense map needs")
+        z = iterative_zscore(torch.from_numpy(np.asarray(image, np.float32)),
+                             torch.from_numpy(self.prepared.input_brain))
+        return z.numpy()
 
     def result(self, threshold: float | None = None) -> Result:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
