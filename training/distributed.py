@@ -77,5 +77,8 @@ def start(device: str = "auto") -> Process:
 
 
 def stop() -> None:
+    """Leave the process group together: a gloo process that tears its group down while a peer is still in its last
+    step (the main process saving the checkpoint) can abort ("terminate called without an active exception")."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
