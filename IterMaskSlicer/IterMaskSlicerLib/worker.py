@@ -55,7 +55,7 @@ from IterMaskSlicerLib.caches import InputGridCache  # noqa: E402
 
 if TYPE_CHECKING:
     from itermask.policies import PolicyReport
-    from itermask.postprocess import CleanedMap
+    from itermask.postprocess import CleanedMap, SegmentableRegion
     from IterMaskSlicerLib.sampling import BrainVoxels
 
 
@@ -100,6 +100,7 @@ class Worker:
         self.session: itermask.Session | None = None
         self.voxels: BrainVoxels | None = None
         self.cleaned: CleanedMap | None = None  # the shown map, ready to be thresholded under the bundle's clean-up
+        self.region: SegmentableRegion | None = None  # where that clean-up lets a segmentation lie (the brain's)
         self.models: dict[str, itermask.ModelBundle] = {}
         self._written = 0
 
@@ -131,8 +132,7 @@ class Worker:
         grid = InputGridCache(self.voxels.brain_kji)
         amap = session.on_input_grid(grid.volume(sampled[-1]).T)  # (i, j, k): the core's anomaly_map
         shown = np.ascontiguousarray(amap.T[grid.brain])
-        self.cleaned = session.rule.post.prepare(amap, session.prepared.input_brain,
-                                                 voxel_spacing(session.prepared.input_affine))
+        self.cleaned = session.rule.post.prepare(amap, self.region, voxel_spacing(session.prepared.input_affine))
         arrays = {"map": self._write("map", shown), "segmentation": self.segmentation()}
         if new:
             arrays["masks"] = self._write("masks", np.packbits(sampled[:-1] >= 0.5, axis=1))  # as mask_to_input
@@ -173,7 +173,9 @@ class Worker:
         self.session = itermask.Session(self.models[key], self._load(request["image"]), np.asarray(request["affine"]),
                                         brain, policy=request["policy"], seed=request["seed"],
                                         device=request.get("device", "auto"), tau=request.get("tau"))
-        self.voxels, self.cleaned = BrainVoxels(self.session.prepared), None
+        prepared = self.session.prepared
+        self.voxels, self.cleaned = BrainVoxels(prepared), None
+        self.region = self.session.rule.post.region(prepared.input_brain, voxel_spacing(prepared.input_affine))
         model = self.session.model
         self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},
                    model={"name": model.name, "dims": model.dims, "calibration": {

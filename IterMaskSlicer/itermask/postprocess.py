@@ -54,44 +54,55 @@ class PostProcess:
                 spacing: tuple[float, float, float]) -> np.ndarray:
         """The segmentation (bool, the map's shape) of ``anomaly_map > threshold`` inside ``brain`` after this
         clean-up; ``spacing``: the voxel size in mm along the array's three axes."""
-        return self.prepare(anomaly_map, brain, spacing).segment(threshold)
+        return self.prepare(anomaly_map, self.region(brain, spacing), spacing).segment(threshold)
 
-    def prepare(self, anomaly_map: np.ndarray, brain: np.ndarray,
-                spacing: tuple[float, float, float]) -> CleanedMap:
-        """What of the clean-up does not depend on the threshold (the median, the rim), done once, so that a
-        threshold slider pays only for the comparison and the clusters (see :class:`CleanedMap`). The work is done on
-        the brain's bounding box (one voxel of margin, so the rim and the median see the brain's edge as they would in
-        full), and the median only at the voxels a segmentation may hold."""
+    def region(self, brain: np.ndarray, spacing: tuple[float, float, float]) -> SegmentableRegion:
+        """Where a segmentation may lie: the brain without its rim, on the brain's bounding box (one voxel of margin,
+        so the rim sees the brain's edge as it would in full). It depends on the brain alone, so a session that
+        shows many maps of one brain computes it once (the rim's erosion is the clean-up's slowest part)."""
         brain = np.asarray(brain, bool)
         if not brain.any():
-            return CleanedMap(brain.shape, (slice(0, 0),) * brain.ndim, np.zeros((0,) * brain.ndim, bool),
-                              np.zeros(0, np.float32), 0.0)
+            return SegmentableRegion(brain.shape, (slice(0, 0),) * brain.ndim, np.zeros((0,) * brain.ndim, bool))
         box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(brain))
-        allowed = inner_brain(brain[box], self.rim_mm, spacing)
-        values = np.asarray(anomaly_map)[box]
-        values = median_at(values, spacing, allowed) if self.median else values[allowed]
-        min_voxels = self.min_component_ml * 1000.0 / float(np.prod(spacing))
-        return CleanedMap(brain.shape, box, allowed, values, min_voxels)
+        return SegmentableRegion(brain.shape, box, inner_brain(brain[box], self.rim_mm, spacing))
+
+    def prepare(self, anomaly_map: np.ndarray, region: SegmentableRegion,
+                spacing: tuple[float, float, float]) -> CleanedMap:
+        """What of the clean-up does not depend on the threshold, done once per map, so that a threshold slider
+        pays only for the comparison and the clusters (see :class:`CleanedMap`). The median is taken only at the
+        ``region``'s voxels (see :meth:`region`)."""
+        values = np.asarray(anomaly_map)[region.box]
+        values = median_at(values, spacing, region.allowed) if self.median else values[region.allowed]
+        return CleanedMap(region, values, self.min_component_ml * 1000.0 / float(np.prod(spacing)))
 
 
 @dataclass(frozen=True)
-class CleanedMap:
-    """A map ready to be thresholded under a clean-up: ``values`` (1D, median-filtered where the clean-up asks)
-    at the voxels of the box ``box`` (of a volume of ``shape``) that a segmentation may hold, ``allowed`` (bool, the
-    box's shape: the brain without its rim); ``min_voxels``: the smallest cluster kept (0: all)."""
+class SegmentableRegion:
+    """The voxels a segmentation may hold under a clean-up: ``allowed`` (bool, the shape of ``box``, a box of a
+    volume of ``shape``)."""
 
     shape: tuple[int, ...]
     box: tuple[slice, ...]
     allowed: np.ndarray
+
+
+@dataclass(frozen=True)
+class CleanedMap:
+    """A map ready to be thresholded under a clean-up: ``values`` (1D, median-filtered where the clean-up asks) at
+    the ``region``'s voxels; ``min_voxels``: the smallest cluster kept (0: all)."""
+
+    region: SegmentableRegion
     values: np.ndarray
     min_voxels: float
 
     def segment(self, threshold: float) -> np.ndarray:
-        """The segmentation at ``threshold`` (bool, ``shape``): the values above it, without the small clusters."""
-        out = np.zeros(self.shape, bool)
-        mask = np.zeros(self.allowed.shape, bool)
-        mask[self.allowed] = self.values > threshold
-        out[self.box] = without_small_components(mask, self.min_voxels) if self.min_voxels > 0 else mask
+        """The segmentation at ``threshold`` (bool, the region's ``shape``): the values above it, without the small
+        clusters."""
+        region = self.region
+        out = np.zeros(region.shape, bool)
+        mask = np.zeros(region.allowed.shape, bool)
+        mask[region.allowed] = self.values > threshold
+        out[region.box] = without_small_components(mask, self.min_voxels) if self.min_voxels > 0 else mask
         return out
 
 
