@@ -40,7 +40,7 @@ from scipy import ndimage
 from itermask import Session, load_model
 from itermask._shared import atomic_file, voxel_ml, voxel_spacing, write_csv
 from itermask.bundle import ModelBundle
-from itermask.discovery import DEFAULTS_FILE, model_directories
+from itermask.discovery import DEFAULTS_FILE, model_directories, read_metadata
 from itermask.metadata import SegmentationChoice
 from itermask.normalize import iterative_zscore
 from itermask.postprocess import PostProcess, inner_brain, median_filtered
@@ -212,7 +212,7 @@ def named_maps(maps: dict, data: ScanData, bundle_path: Path) -> dict:
     bundle has a healthy-calibrated intensity threshold."""
     squared, bright = maps["squared"][data.box], maps["bright"][data.box]
     named = {"squared": squared, "bright": bright, "dark": squared - bright}
-    intensity_threshold = load_model(bundle_path).calibration.intensity_threshold
+    intensity_threshold = read_metadata(bundle_path).calibration.intensity_threshold  # not the weights
     if intensity_threshold is not None:
         named["hyperintense"] = only_hyperintense(bright, data.z, intensity_threshold)
     return named
