@@ -15,7 +15,7 @@ from itermask.geometry import resample_onto
 from itermask.cli import main
 from itermask.io import read_volume, write_nifti
 from itermask.metadata import BundleMetadata
-from IterMaskSlicerLib import nodes
+from IterMaskSlicerLib import nodes, panel
 from IterMaskSlicerLib.caches import InputGridCache
 from IterMaskSlicerLib.client import WorkerClient, WorkerDied
 from IterMaskSlicerLib.logic import IterMaskLogic
@@ -160,6 +160,8 @@ def test_every_iteration_is_a_sequence_item_and_scrubbing_reuses_them(logic, fla
 def test_the_preview_is_what_apply_exports_voxel_for_voxel(logic, flair_node, tiny_model, tmp_path):
     logic.initialize(flair_node, model=str(tiny_model))
     logic.run()
+    values = panel.panel_values(logic)  # the policy's own threshold: calibrated on healthy scans
+    assert values.threshold == 1.0 and values.threshold_label == "calibrated: flags about 1 % of healthy voxels"
     low = logic.preview_threshold(logic.state["threshold"] * 0.5).sum()
     high = logic.preview_threshold(logic.state["threshold"] * 2).sum()
     assert low > high > 0
@@ -201,8 +203,15 @@ def test_under_a_recorded_clean_up_apply_is_itermask_segments_mask_voxel_for_vox
     session.run()
     assert np.array_equal(logic.anomaly_map(), session.anomaly_map())  # the map shown is the one segmented
     assert (logic.anomaly_map() == 0).mean() > (session.prepared.map_to_input(session.current.error) == 0).mean()
-    lower = logic.threshold * 0.7
+    # The panel states the rule's threshold, the session's default, as 1.0 on the slider, well inside its range.
+    values = panel.panel_values(logic)
+    assert values.threshold == pytest.approx(1.0) and values.threshold_maximum >= 2.0
+    assert values.threshold_label == "1.00 × default: chosen on the validation split for the hyperintense map"
+    assert "percentile" not in values.threshold_label + values.threshold_tooltip
+    lower = panel.threshold_from_slider(logic, 0.7)
+    assert lower == pytest.approx(0.05 * 0.7)
     assert np.array_equal(logic.preview_threshold(lower), session.result(lower).mask > 0)
+    assert panel.panel_values(logic).threshold_label == "0.70 × default (more voxels flagged)"
     assert np.array_equal(nodes.mask_array(logic.apply("Lesion"), flair_node), session.result(lower).mask > 0)
 
 
@@ -402,6 +411,9 @@ def test_a_3d_model_runs_in_the_scene_with_its_own_threshold_and_plot(logic, fla
     assert logic.model_info["dims"] == 3
     logic.run()
     assert logic.state["converged"] and same_geometry(logic.outputs.mask, flair_node)
+    values = panel.panel_values(logic)  # the default is this scan's τ_stop: 1.0 on the slider, well inside its range
+    assert logic.threshold == logic.state["tau_stop"] and values.threshold == 1.0 and values.threshold_maximum >= 2.0
+    assert values.threshold_label == "1.00 × τ_stop: this scan's own threshold (IterMask3D)"
     fit = slicer.util.arrayFromTableColumn(logic.outputs.plot.table, "fit")
     assert np.isfinite(fit).all() and len(fit) >= 3
     segmentation = logic.apply("Lesion", source="mask")

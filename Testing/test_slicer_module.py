@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import slicer
 
+from itermask import Session, load_model
 from itermask.discovery import available_models, default_model_name, read_metadata, validated_default
 from IterMaskSlicerLib import dependencies, nodes, readable
 from IterMaskSlicerLib.logic import default_policy, model_note
@@ -96,15 +97,45 @@ def test_torch_is_checked_from_its_metadata_and_installed_with_a_minimum_version
 
 def test_thresholds_are_stated_against_the_healthy_calibration():
     calibration = {"tau": 1.0, "tau_percentile": 80.0, "threshold": 20.0, "threshold_percentile": 99.0}
-    assert readable.threshold_text(20.0, calibration)[0] == "calibrated: flags about 1 % of healthy voxels"
-    label, tooltip = readable.threshold_text(30.0, calibration)
+    policy = {"kind": "policy", "value": 20.0, "anomaly": "squared", "source": "calibrated on healthy scans"}
+    assert readable.threshold_text(20.0, policy, calibration)[0] == "calibrated: flags about 1 % of healthy voxels"
+    label, tooltip = readable.threshold_text(30.0, policy, calibration)
     assert label == "1.50 × calibrated: fewer than 1 % of healthy voxels flagged" and "Raw threshold 30" in tooltip
-    assert readable.threshold_text(12.5, calibration, tau_stop=12.5)[0].endswith("this scan's own τ_stop (IterMask3D)")
+    # IterMask3D: this scan's τ_stop is the default, and the slider's reference, once the path has found it.
+    assert readable.reference_value(policy, tau_stop=1.25) == 1.25
+    label, tooltip = readable.threshold_text(1.25, policy, calibration, tau_stop=1.25)
+    assert label == "1.00 × τ_stop: this scan's own threshold (IterMask3D)" and "0.06 × the calibrated 20, the 99th percentile" in tooltip
+    label = readable.threshold_text(2.5, policy, calibration, tau_stop=1.25)[0]
+    assert label == "2.00 × τ_stop (fewer voxels flagged)"
     assert readable.tau_text(2.0, calibration)[0] == "2.00 × calibrated τ"
     by_hand = {"tau": 1.0, "tau_percentile": None, "threshold": 20.0, "threshold_percentile": None}
-    label, tooltip = readable.threshold_text(30.0, by_hand)
+    label, tooltip = readable.threshold_text(30.0, policy, by_hand)
     assert label == "1.50 × calibrated" and "percentile" not in tooltip
     assert "percentile" not in readable.tau_text(1.0, by_hand)[1]
+
+
+def test_a_validated_rule_is_the_default_its_words_name_and_the_healthy_percentile_is_not_claimed(ms_flair):
+    """The shipped flair-3d bundle records the hyperintense map at a threshold chosen on validation scans: that is the
+    session's default and the words' reference, whatever the policy's τ_stop; the healthy calibration (of the squared
+    error map) is not claimed for it."""
+    image, affine, brain = ms_flair
+    session = Session(load_model("flair-3d"), image, affine, brain, device="cpu")
+    reference = readable.threshold_reference(session)
+    rule = session.rule.as_dict()
+    assert reference == {"kind": "rule", "value": rule["threshold"], "anomaly": "hyperintense",
+                         "source": rule["source"]}
+    assert readable.reference_value(reference, tau_stop=1.5) == session.threshold == rule["threshold"]
+    calibration = {"threshold": session.model.calibration.threshold, "threshold_percentile": 99.0}
+    label, tooltip = readable.threshold_text(session.threshold, reference, calibration, tau_stop=1.5)
+    assert label == "1.00 × default: chosen on the validation split for the hyperintense map"
+    assert f"Raw threshold {session.threshold:.4g} on the hyperintense map" in tooltip and rule["source"] in tooltip
+    assert "percentile" not in label + tooltip and "calibrated" not in label + tooltip
+    assert [readable.threshold_text(session.threshold * ratio, reference, calibration)[0] for ratio in (1.5, 0.5)] == [
+        "1.50 × default (fewer voxels flagged)", "0.50 × default (more voxels flagged)"]
+    # The same bundle under IterMask²: no rule recorded for it, the policy's own threshold and words.
+    session = Session(load_model("flair-3d"), image, affine, brain, policy="itermask2", device="cpu")
+    reference = readable.threshold_reference(session)
+    assert reference["kind"] == "policy" and reference["value"] == session.threshold
 
 
 def parameter_fields() -> dict[str, str]:

@@ -1,8 +1,10 @@
 """What the module's panel shows of a session, for every face (the Slicer widget, the web page): the choices it
 offers, where its sliders stand and what its labels say.
 
-τ and the segmentation threshold are shown relative to the bundle's calibration (1.0: the calibrated value), so one
-slider range fits every model; the labels are :mod:`.readable`'s. No Qt, no trame.
+τ is shown relative to the bundle's calibration (1.0: the calibrated value), the segmentation threshold relative to
+the session's default (1.0: the bundle's recorded rule's threshold, or the policy's own; see
+:func:`.readable.threshold_reference`), so one slider range fits every model; the labels are :mod:`.readable`'s. No
+Qt, no trame.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from . import readable
 
 POLICIES = (("IterMask² (calibrated τ)", "itermask2"), ("IterMask3D (subject-specific τ)", "itermask3d"))
 SOURCE_LABELS = {"thresholded": "Thresholded map (outlined)", "mask": "Current mask (filled)"}
-SLIDER_MAXIMUM = 5.0  # τ and threshold sliders run from 0 to 5 × calibrated (further if the session is beyond)
+SLIDER_MAXIMUM = 5.0  # τ and threshold sliders run from 0 to 5 × their reference (further if the session is beyond)
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class PanelValues:
     """The panel's numbers and words for one state of a session.
 
     ``iteration``/``iterations``: the shown iteration and how many are computed; ``tau``, ``threshold``: slider
-    positions relative to the calibration (``threshold`` None before the first step); ``*_maximum``: the sliders' top.
+    positions relative to the calibrated τ and to the default threshold (``threshold`` None before the first step);
+    ``*_maximum``: the sliders' top.
     """
 
     iteration: int
@@ -47,8 +50,9 @@ def panel_values(logic) -> PanelValues | None:
     tau_stop = "—" if state["tau_stop"] is None else readable.tau_text(state["tau_stop"], calibration)[0]
     threshold, threshold_label, threshold_tooltip = None, "—", ""
     if logic.preview is not None:
-        threshold = logic.threshold / calibration["threshold"]
-        threshold_label, threshold_tooltip = readable.threshold_text(logic.threshold, calibration, state["tau_stop"])
+        threshold = logic.threshold / threshold_reference(logic)
+        threshold_label, threshold_tooltip = readable.threshold_text(
+            logic.threshold, logic.model_info["threshold_reference"], calibration, state["tau_stop"])
     return PanelValues(iteration=state["position"], iterations=state["count"], tau=tau,
                        tau_maximum=max(SLIDER_MAXIMUM, tau), tau_label=tau_label, tau_tooltip=tau_tooltip,
                        tau_stop_label=tau_stop, threshold=threshold,
@@ -61,6 +65,11 @@ def tau_from_slider(logic, relative: float) -> float:
     return float(relative) * logic.model_info["calibration"]["tau"]
 
 
+def threshold_reference(logic) -> float:
+    """The raw segmentation threshold at the slider's 1.0: the session's default (see :mod:`.readable`)."""
+    return readable.reference_value(logic.model_info["threshold_reference"], logic.state["tau_stop"])
+
+
 def threshold_from_slider(logic, relative: float) -> float:
-    """The raw segmentation threshold a slider position (× calibrated threshold) stands for."""
-    return float(relative) * logic.model_info["calibration"]["threshold"]
+    """The raw segmentation threshold a slider position (× :func:`threshold_reference`) stands for."""
+    return float(relative) * threshold_reference(logic)

@@ -52,6 +52,7 @@ import itermask  # noqa: E402
 from itermask._shared import atomic_file, voxel_spacing  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
 from IterMaskSlicerLib.caches import InputGridCache  # noqa: E402
+from IterMaskSlicerLib.readable import threshold_reference  # noqa: E402
 
 if TYPE_CHECKING:
     from itermask.policies import PolicyReport
@@ -180,7 +181,8 @@ class Worker:
         self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},
                    model={"name": model.name, "dims": model.dims, "calibration": {
                        k: getattr(model.calibration, k) for k in ("tau", "tau_percentile", "threshold",
-                                                                  "threshold_percentile")}})
+                                                                  "threshold_percentile")},
+                       "threshold_reference": threshold_reference(self.session)})
 
     def cmd_step(self, request: dict) -> None:
         computed = len(self.session.iterations)
