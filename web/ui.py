@@ -18,6 +18,12 @@ UPLOAD = ("const files = $event.target.files; "
           ".finally(() => { im_uploading = false; }); }")
 
 
+# Two fields on a row: a short name (a model, "flair-3d"; a segment, "Anomaly") keeps room to be read, the long
+# choice beside it (a policy, what Apply makes) takes the rest and is cut short if it must.
+NAMED_FIELD = "flex: 0 0 130px;"
+WIDE_FIELD = "flex: 1 1 0; min-width: 0;"
+
+
 def _download(kind: str, name: str) -> str:
     return f"utils.download('{name}', trigger('im_download', ['{kind}']), 'application/octet-stream')"
 
@@ -61,9 +67,10 @@ def build_page(page) -> VAppLayout:
                       classes="mt-2", disabled=("im_busy",))
             with html.Div(classes="d-flex mt-2"):
                 v.VSelect(id="im-model", label="Model", v_model=("im_model",), items=("im_models",),
-                          density="compact", hide_details=True, disabled=("im_busy",))
+                          density="compact", hide_details=True, disabled=("im_busy",), style=NAMED_FIELD)
                 v.VSelect(id="im-policy", label="Policy", v_model=("im_policy",), items=("im_policies",),
-                          density="compact", hide_details=True, classes="ml-2", disabled=("im_busy",))
+                          density="compact", hide_details=True, classes="ml-2", disabled=("im_busy",),
+                          style=WIDE_FIELD)
             # --- running ---
             v.VBtn("Segment", id="im-segment", block=True, color="primary", classes="mt-3",
                    click=g(page.on_segment), disabled=("im_busy || !im_volume",))
@@ -99,9 +106,9 @@ def build_page(page) -> VAppLayout:
             # --- result ---
             with html.Div(classes="d-flex mt-2"):
                 v.VSelect(id="im-source", label="Apply", v_model=("im_source",), items=("im_sources",),
-                          density="compact", hide_details=True)
+                          density="compact", hide_details=True, style=WIDE_FIELD)
                 v.VTextField(id="im-segment-name", label="Segment name", v_model=("im_segment_name",),
-                             density="compact", hide_details=True, classes="ml-2")
+                             density="compact", hide_details=True, classes="ml-2", style=NAMED_FIELD)
             v.VBtn("Apply", id="im-apply", block=True, classes="mt-2", click=g(page.on_apply),
                    disabled=("im_busy || !im_stepped",))
             with html.Div(classes="d-flex align-center mt-2"):
