@@ -50,7 +50,7 @@ def panel_values(logic) -> PanelValues | None:
     tau_stop = "—" if state["tau_stop"] is None else readable.tau_text(state["tau_stop"], calibration)[0]
     threshold, threshold_label, threshold_tooltip = None, "—", ""
     if logic.preview is not None:
-        threshold = logic.threshold / threshold_reference(logic)
+        threshold = logic.threshold / default_threshold(logic)
         threshold_label, threshold_tooltip = readable.threshold_text(
             logic.threshold, logic.model_info["threshold_reference"], calibration, state["tau_stop"])
     return PanelValues(iteration=state["position"], iterations=state["count"], tau=tau,
@@ -65,11 +65,12 @@ def tau_from_slider(logic, relative: float) -> float:
     return float(relative) * logic.model_info["calibration"]["tau"]
 
 
-def threshold_reference(logic) -> float:
-    """The raw segmentation threshold at the slider's 1.0: the session's default (see :mod:`.readable`)."""
+def default_threshold(logic) -> float:
+    """The raw segmentation threshold at the slider's 1.0: the session's default (see
+    :func:`.readable.reference_value`)."""
     return readable.reference_value(logic.model_info["threshold_reference"], logic.state["tau_stop"])
 
 
 def threshold_from_slider(logic, relative: float) -> float:
-    """The raw segmentation threshold a slider position (× :func:`threshold_reference`) stands for."""
-    return float(relative) * threshold_reference(logic)
+    """The raw segmentation threshold a slider position (× :func:`default_threshold`) stands for."""
+    return float(relative) * default_threshold(logic)
