@@ -27,7 +27,7 @@ class BrainVoxels:
         box = brain_box(prepared.input_brain)
         box_grid = InputBoxSampler(prepared.grid, prepared.input_affine, box).grid[0]  # (i, j, k, 3) of the box
         inside = torch.from_numpy(np.ascontiguousarray(self.brain_kji[box[::-1]]))
-        self.points = box_grid.permute(2, 1, 0, 3)[inside][None, None, None]  # (1, 1, 1, voxels, 3)
+        self.points = box_grid.permute(2, 1, 0, 3)[inside]  # (voxels, 3): grid_sample's (x, y, z) in [-1, 1]
         self.count = int(inside.sum())
         self._flat_kji = np.flatnonzero(self.brain_kji)  # ascending: the enumeration
         k, j, i = np.unravel_index(self._flat_kji, self.brain_kji.shape)
@@ -38,7 +38,7 @@ class BrainVoxels:
         self.shape = tuple(prepared.image.shape)
         self.lowest, on_plane = torch.zeros(self.count, dtype=torch.long), torch.zeros(self.count, dtype=torch.long)
         for axis, size in enumerate(self.shape):
-            at = (self.points[0, 0, 0, :, axis].double() + 1) / 2 * (size - 1)
+            at = (self.points[:, axis].double() + 1) / 2 * (size - 1)
             low = torch.floor(at - ROUNDING).clamp(0, size - 1)
             self.lowest = self.lowest * size + low.long()
             on_plane |= (torch.floor(at + ROUNDING) != low).long() << axis
@@ -48,9 +48,9 @@ class BrainVoxels:
     def values(self, volume: torch.Tensor, at: np.ndarray | None = None) -> np.ndarray:
         """float32 trilinear samples of a (z, y, x) volume, as ``maps_to_input`` gives them, at every voxel or at
         those of ``at`` (bool, one per voxel) only."""
-        points = self.points if at is None else self.points[:, :, :, torch.from_numpy(np.flatnonzero(at))]
+        points = self.points if at is None else self.points.index_select(0, torch.from_numpy(np.flatnonzero(at)))
         source = volume.float().permute(2, 1, 0)[None, None]  # index order (x, y, z), as the core's sampler reads it
-        return F.grid_sample(source, points, mode="bilinear", padding_mode="zeros",
+        return F.grid_sample(source, points[None, None, None], mode="bilinear", padding_mode="zeros",
                              align_corners=True)[0, 0, 0, 0].numpy()
 
     def input_volume(self, values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -93,8 +93,10 @@ class MaskSampler:
     where it can differ from the mask sampled before it.
 
     A trilinear sample depends on its eight model-grid corners alone, so where none of them changed between two
-    masks the bit is the same. An IterMask step changes a few per cent of the mask, near its edge: a step's mask
-    costs those voxels, not the brain's (a new mask unlike the last, e.g. an edit, costs the brain's).
+    masks the bit is the same. An IterMask step takes a few per cent of the mask away: a step's mask costs those
+    voxels, not the brain's (a new mask unlike the last, e.g. an edit, costs the brain's). And a mask inside the last
+    samples no higher anywhere (the weights are non-negative, rounding is monotone), so it stays below 0.5 wherever
+    the last one was.
     """
 
     def __init__(self, voxels: BrainVoxels):
@@ -108,6 +110,8 @@ class MaskSampler:
         else:
             before, inside = self._last
             at = self.voxels.near(mask != before)
+            if not (mask & ~before).any():  # inside it: samples no higher, so nothing outside it comes in
+                at &= inside
             inside = inside.copy()
             inside[at] = self.voxels.values(mask, at) >= 0.5
         self._last = (mask, inside)
