@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 import slicer
+import torch
 import slicerio
 
-from itermask import ItermaskError, ModelBundle, Session
+from itermask import ItermaskError, ModelBundle, Session, load_model
 from itermask.geometry import resample_onto
 from itermask.cli import main
 from itermask.io import read_volume, write_nifti
@@ -19,7 +20,7 @@ from IterMaskSlicerLib import nodes, panel
 from IterMaskSlicerLib.caches import InputGridCache
 from IterMaskSlicerLib.client import WorkerClient, WorkerDied
 from IterMaskSlicerLib.logic import IterMaskLogic
-from IterMaskSlicerLib.sampling import BrainVoxels
+from IterMaskSlicerLib.sampling import BrainVoxels, MaskSampler
 
 from conftest import MS, insert_blob
 from test_slicer_module import parameter_fields, union_members
@@ -117,10 +118,37 @@ def test_the_worker_samples_masks_and_maps_of_either_rule_as_the_core_maps_them(
     session.step()
     session.step()
     voxels = BrainVoxels(session.prepared)
-    mask, amap = voxels.values([session.current.mask, session.model_grid_anomaly_map()])
     cache = InputGridCache(voxels.brain_kji)
-    assert np.array_equal(cache.volume(amap).T, session.anomaly_map())
-    assert np.array_equal(cache.volume(mask >= 0.5).T, session.prepared.mask_to_input(session.current.mask))
+    assert np.array_equal(cache.volume(voxels.values(session.model_grid_anomaly_map())).T, session.anomaly_map())
+    assert np.array_equal(cache.volume(voxels.values(session.current.mask) >= 0.5).T,
+                          session.prepared.mask_to_input(session.current.mask))
+
+
+def test_the_hyperintense_map_sampled_at_its_support_alone_is_the_whole_map(flair_node):
+    session = Session(load_model("flair-3d"), flair_node.image, flair_node.affine, policy="itermask3d")
+    session.step()
+    voxels = BrainVoxels(session.prepared)
+    support = session.input_support().T[voxels.brain_kji]
+    assert 0 < support.mean() < 0.2  # the point: a few per cent of the brain
+    values = np.zeros(voxels.count, np.float32)
+    values[support] = voxels.values(session.model_grid_anomaly_map(), support)
+    assert np.array_equal(InputGridCache(voxels.brain_kji).volume(values).T, session.anomaly_map())
+
+
+@pytest.mark.parametrize("degrees", [0.0, 12.0], ids=["on the model grid's planes", "oblique"])
+def test_masks_sampled_only_where_they_changed_are_the_masks_sampled_everywhere(ms_flair, degrees):
+    image, affine, brain = ms_flair
+    session = Session(load_model("flair-3d"), image, oblique(affine, degrees), brain, policy="itermask3d")
+    voxels = BrainVoxels(session.prepared)
+    assert degrees or voxels.on_plane  # 1 mm voxels on a 3 mm grid: a third of them lie on each axis' planes
+    sampler = MaskSampler(voxels)
+    masks = [session.step().mask for _ in range(2)]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):  # shrinking by scattered voxels, as IterMask3D does, but more at a time
+        masks.append(masks[-1] & (torch.rand(masks[-1].shape, generator=generator) > 0.1))
+    masks += [masks[1], ~masks[-1]]  # back to an earlier mask; one unlike any other
+    for mask in masks:
+        assert np.array_equal(sampler.sample(mask), voxels.values(mask) >= 0.5)
 
 
 def test_a_reply_is_shown_a_piece_per_poll_and_nothing_can_start_meanwhile(logic, flair_node, tiny_model):

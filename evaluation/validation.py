@@ -45,7 +45,7 @@ from itermask.metadata import SegmentationChoice
 from itermask.normalize import iterative_zscore
 from itermask.postprocess import PostProcess, inner_brain, median_filtered
 from itermask.preprocess import brain_mask_or_nonzero
-from itermask.rules import only_hyperintense, reconstruction_error
+from itermask.rules import hyperintense_voxels, only_hyperintense, reconstruction_error
 
 from .metrics import lesion_detection
 from .splits import REPO, Scan, scans_of
@@ -214,7 +214,7 @@ def named_maps(maps: dict, data: ScanData, bundle_path: Path) -> dict:
     named = {"squared": squared, "bright": bright, "dark": squared - bright}
     intensity_threshold = read_metadata(bundle_path).calibration.intensity_threshold  # not the weights
     if intensity_threshold is not None:
-        named["hyperintense"] = only_hyperintense(bright, data.z, intensity_threshold)
+        named["hyperintense"] = only_hyperintense(bright, hyperintense_voxels(data.z, intensity_threshold))
     return named
 
 

@@ -42,6 +42,9 @@ from .ui import build_page
 # While the worker computes, the server sleeps until the worker writes a line (a desktop-like 5 ms polling timer
 # would take CPU from the worker on a small machine); at most this many seconds, in case a line is missed.
 WAIT_S = 0.5
+# A Run's progress is shown at most this often (seconds): every showing (plot, panel, the page's update) takes CPU
+# from the run on a small machine, and a person reads a few updates a second.
+PROGRESS_INTERVAL_S = 0.25
 # Seconds of showing per poll. Each poll's changes to the scene are rendered once, after it (a render of a large
 # slice view takes 50-150 ms on a CPU), so a poll shows a whole reply (tens of ms for a step) rather than the
 # desktop's 20 ms slices, which cost a render each; a long Run's sequence items still spread over several polls.
@@ -241,6 +244,7 @@ class IterMaskPage(TrameApp):
             create_task(self._follow())
 
     async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self.workflow.busy:
                 with self.state:
@@ -255,7 +259,10 @@ class IterMaskPage(TrameApp):
                         self.state.im_error = str(exc)
                     self.show_status()
                 if self.logic.driver.busy:  # a command in flight: its next line
+                    polled = loop.time()
                     await worker_output(self.logic.worker, WAIT_S)
+                    if self.logic.driver.request.command == "run":  # its steps' progress, a few times a second
+                        await asyncio.sleep(polled + PROGRESS_INTERVAL_S - loop.time())
                 else:  # the rest of a reply to show, once the websocket has been served
                     await asyncio.sleep(0)
         finally:

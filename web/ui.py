@@ -47,7 +47,9 @@ def build_page(page) -> VAppLayout:
         layout.root.theme = "dark"
         client.ClientTriggers(mounted=tabs.ON_MOUNT)
         client.ClientStateChange(value=tabs.OWNER, change=tabs.ON_FREED)
-        client.Style(".im-panel .v-btn { text-transform: none; } html { overflow-y: hidden; }")
+        # A person who asks their system for less motion gets a still busy bar (Vuetify animates it regardless).
+        client.Style(".im-panel .v-btn { text-transform: none; } html { overflow-y: hidden; } "
+                     "@media (prefers-reduced-motion: reduce) { .im-panel .v-progress-linear * { animation: none; } }")
         with v.VMain(v_if=(tabs.ELSEWHERE,)):
             v.VAlert(tabs.MESSAGE, id="im-elsewhere", type="warning", classes="ma-8")
         with v.VNavigationDrawer(v_if=(tabs.MINE,), permanent=True, width=380, classes="im-panel pa-3"):

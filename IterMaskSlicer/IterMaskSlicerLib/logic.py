@@ -125,8 +125,8 @@ class IterMaskLogic:
         self.driver.cancel()
 
     def poll(self, budget: float = POLL_SLICE) -> dict | None:
-        """Show what has arrived, for about ``budget`` seconds; returns the final reply once the command is over and
-        all of it is shown, else None. A cancelled or failed run, or a worker that died, leaves session and scene as
+        """Show what has arrived, for about ``budget`` seconds or until the views have their new content (the
+        caller draws them then); returns the final reply once the command is over and all of it is shown, else None. A cancelled or failed run, or a worker that died, leaves session and scene as
         they were before the command (the failure is raised)."""
         deadline = time.perf_counter() + budget
         if self._showing is None:
@@ -138,8 +138,8 @@ class IterMaskLogic:
                 return None
             self._showing, self._final = self._show_replies(replies, request), final
         try:
-            for _ in self._showing:
-                if time.perf_counter() > deadline:
+            for views_done in self._showing:
+                if views_done or time.perf_counter() > deadline:
                     return None
         except Exception:
             self._showing = None  # a reply that cannot be shown must not keep the module busy
@@ -158,7 +158,9 @@ class IterMaskLogic:
         return final
 
     def _show_replies(self, replies: list[dict], request):
-        """Show replies, a piece of work per ``yield``: a run's progress as numbers, a finished command's arrays."""
+        """Show replies, a piece of work per ``yield``: a run's progress as numbers, a finished command's arrays.
+        What the views show comes first (mask, map, preview), the iterations' history (the sequence) after it; the
+        ``yield True`` between them ends the poll."""
         last = replies[-1]
         if request.command == "example":
             self._add_example(last)
@@ -171,10 +173,15 @@ class IterMaskLogic:
         if "map" in arrays:
             self.cache.set_map(arrays["map"], last["map_high"])
         self._show_numbers(self.state)
-        if last["event"] == "done" and request.command != "threshold":
+        shows_iteration = last["event"] == "done" and request.command != "threshold"
+        if shows_iteration:
+            self.cache.forget_from(self.state["count"])
             yield from self._show_voxels(new_map="map" in arrays)
         if "segmentation" in arrays:
             self._show_preview(arrays["segmentation"])
+        if shows_iteration:
+            yield True  # the views have their new content: the poll ends here, so they are drawn before the history
+            yield from self.outputs.sync_sequence(self.state["count"], self.state["position"], self.cache)
 
     def _show_numbers(self, state: dict | None) -> None:
         """What every reply changes: the plot and the parameter node (also what a rolled-back command restores)."""
@@ -185,12 +192,9 @@ class IterMaskLogic:
                 self.outputs.style_map(self.cache, state["tau"])
 
     def _show_voxels(self, new_map: bool):
-        state = self.state
-        self.cache.forget_from(state["count"])
-        yield from self.outputs.sync_sequence(state["count"], self.cache)
-        if state["position"] < 0:
+        if self.state["position"] < 0:
             return
-        self.outputs.show_mask(self.cache, state["position"])
+        self.outputs.show_mask(self.cache, self.state["position"])
         yield
         if new_map:
             self.outputs.show_map(self.cache)

@@ -68,10 +68,9 @@ class OutputNodes:
         self.plot.update_columns({k: np.asarray(v, float) for k, v in columns.items()})
 
     def show_mask(self, cache, index: int) -> None:
-        """Iteration ``index``'s mask in the label layer, and the sequence browser on its item."""
+        """Iteration ``index``'s mask in the label layer."""
         cache.write_into(slicer.util.arrayFromVolume(self.mask), cache.mask_values(index))
         slicer.util.arrayFromVolumeModified(self.mask)
-        self.browser.SetSelectedItemNumber(index)
 
     def show_map(self, cache) -> None:
         cache.write_into(slicer.util.arrayFromVolume(self.anomaly_map), cache.map_values)
@@ -93,20 +92,26 @@ class OutputNodes:
         """The preview segmentation's voxels: a (k, j, i) mask."""
         nodes.set_segment_voxels(self.preview, mask.T, self.volume)
 
-    def sync_sequence(self, count: int, cache):
-        """One sequence item per computed iteration: drop those a branch or an undo discarded, add new ones. A
-        generator that yields after each new item (each copies a volume), so the caller can spread them out."""
+    def sync_sequence(self, count: int, position: int, cache):
+        """One sequence item per computed iteration: drop those a branch or an undo discarded, add new ones; then the
+        browser on item ``position`` (the shown iteration; none when negative). A generator that yields after each
+        new item (each is a volume), so the caller can spread them out."""
         for n in range(self.sequence.GetNumberOfDataNodes() - 1, -1, -1):
             if int(self.sequence.GetNthIndexValue(n)) >= count:
                 self.sequence.RemoveDataNodeAtValue(self.sequence.GetNthIndexValue(n))
+        shape = slicer.util.arrayFromVolume(self.volume).shape
         for index in range(self.sequence.GetNumberOfDataNodes(), count):
             empty = slicer.vtkMRMLLabelMapVolumeNode()
             empty.CopyOrientation(self.volume)
             item = self.sequence.SetDataNodeAtValue(empty, str(index))  # a copy: filling it spares a second one
-            slicer.util.updateVolumeFromArray(item, cache.mask(index).astype(np.uint8))
+            voxels = np.zeros(shape, np.uint8)
+            cache.write_into(voxels, cache.mask_values(index))
+            slicer.util.updateVolumeFromArray(item, voxels)
             yield
         if self.sequence.GetNumberOfDataNodes() and self.browser.GetProxyNode(self.sequence) is None:
             slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(self.browser)  # what the browser plays
+        if position >= 0:
+            self.browser.SetSelectedItemNumber(position)
 
     def show_in_slice_views(self, show_anomaly_map: bool = False, opacity: float = 0.5) -> None:
         """Input as background, the mask as label layer (filled), optionally the anomaly map as foreground, in every

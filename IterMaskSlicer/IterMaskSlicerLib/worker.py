@@ -51,13 +51,12 @@ if __name__ == "__main__":  # run as a script by PythonSlicer: make ``itermask``
 import itermask  # noqa: E402
 from itermask._shared import atomic_file, voxel_spacing  # noqa: E402
 from itermask.errors import ItermaskError  # noqa: E402
-from IterMaskSlicerLib.caches import InputGridCache  # noqa: E402
 from IterMaskSlicerLib.readable import threshold_reference  # noqa: E402
 
 if TYPE_CHECKING:
     from itermask.policies import PolicyReport
     from itermask.postprocess import CleanedMap, SegmentableRegion
-    from IterMaskSlicerLib.sampling import BrainVoxels
+    from IterMaskSlicerLib.sampling import BrainVoxels, MaskSampler
 
 
 def tau_curves(session, described: PolicyReport) -> dict[str, list[float]]:
@@ -100,6 +99,8 @@ class Worker:
         self.folder, self.send, self.cancelled = folder, send, cancelled
         self.session: itermask.Session | None = None
         self.voxels: BrainVoxels | None = None
+        self.masks: MaskSampler | None = None
+        self.support: np.ndarray | None = None  # the brain's voxels where the shown map can be nonzero
         self.cleaned: CleanedMap | None = None  # the shown map, ready to be thresholded under the bundle's clean-up
         self.region: SegmentableRegion | None = None  # where that clean-up lets a segmentation lie (the brain's)
         self.models: dict[str, itermask.ModelBundle] = {}
@@ -121,22 +122,22 @@ class Worker:
         self.send(dict(extra, id=request["id"], event=event, state=describe(self.session) if self.session else None))
 
     def show(self, request: dict, computed: int) -> None:
-        """``done`` with what the Slicer side shows: the masks of iterations ``computed`` onwards and the current map,
-        sampled in one call, and the segmentation at the session's threshold (see :meth:`segmentation`)."""
+        """``done`` with what the Slicer side shows: the masks of iterations ``computed`` onwards, the current map
+        and the segmentation at the session's threshold (see :meth:`segmentation`)."""
         session = self.session
-        new = [it.mask for it in session.iterations[computed:]]
         if session.current is None:
             self.cleaned = None
             self.reply(request, "done")
             return
-        sampled = self.voxels.values(new + [session.model_grid_anomaly_map()])
-        grid = InputGridCache(self.voxels.brain_kji)
-        amap = session.on_input_grid(grid.volume(sampled[-1]).T)  # (i, j, k): the core's anomaly_map
-        shown = np.ascontiguousarray(amap.T[grid.brain])
-        self.cleaned = session.rule.post.prepare(amap, self.region, voxel_spacing(session.prepared.input_affine))
+        masks = [self.masks.sample(it.mask) for it in session.iterations[computed:]]
+        supported = self.voxels.values(session.model_grid_anomaly_map(), self.support)
+        shown = np.zeros(self.voxels.count, np.float32)  # session.anomaly_map's values, zero outside the support
+        shown[self.support] = supported
+        self.cleaned = session.rule.post.prepare(self.voxels.input_volume(supported, self.support), self.region,
+                                                 voxel_spacing(session.prepared.input_affine))
         arrays = {"map": self._write("map", shown), "segmentation": self.segmentation()}
-        if new:
-            arrays["masks"] = self._write("masks", np.packbits(sampled[:-1] >= 0.5, axis=1))  # as mask_to_input
+        if masks:
+            arrays["masks"] = self._write("masks", np.packbits(masks, axis=1))
         high = float(np.quantile(shown, 0.999)) if shown.size else None
         self.reply(request, "done", arrays=arrays, first_mask=computed, map_high=high)
 
@@ -144,8 +145,9 @@ class Worker:
         """The shown map's segmentation at the session's threshold, cleaned up by the bundle's rule exactly as
         ``Session.result`` does (the map's threshold-free clean-up, the median and the rim, is done once per map in
         :meth:`show`), as packed bits at the brain's voxels: the written file's path."""
-        mask = self.cleaned.segment(self.session.threshold)
-        return self._write("segmentation", np.packbits(mask.T[self.voxels.brain_kji]))
+        segmented = np.zeros(self.voxels.count, bool)
+        segmented[self.voxels.ordinals(self.cleaned.voxels(self.session.threshold))] = True
+        return self._write("segmentation", np.packbits(segmented))
 
     # --- commands -----------------------------------------------------------------------------------------------
     def execute(self, request: dict) -> None:
@@ -165,7 +167,7 @@ class Worker:
                    "arrays": {"image": self._write("image", image), "brain": self._write("brain", brain)}})
 
     def cmd_initialize(self, request: dict) -> None:
-        from IterMaskSlicerLib.sampling import BrainVoxels
+        from IterMaskSlicerLib.sampling import BrainVoxels, MaskSampler
 
         key = str(request["model"])
         if key not in self.models:
@@ -176,6 +178,8 @@ class Worker:
                                         device=request.get("device", "auto"), tau=request.get("tau"))
         prepared = self.session.prepared
         self.voxels, self.cleaned = BrainVoxels(prepared), None
+        self.masks = MaskSampler(self.voxels)
+        self.support = self.session.input_support().T[self.voxels.brain_kji]  # where the map can be nonzero
         self.region = self.session.rule.post.region(prepared.input_brain, voxel_spacing(prepared.input_affine))
         model = self.session.model
         self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -85,6 +86,12 @@ class SegmentableRegion:
     box: tuple[slice, ...]
     allowed: np.ndarray
 
+    @cached_property
+    def allowed_index(self) -> np.ndarray:
+        """The flat (C order) indices of ``allowed``'s voxels in the box: kept, so a map's voxels above a threshold
+        are found without scanning the box."""
+        return np.flatnonzero(self.allowed)
+
 
 @dataclass(frozen=True)
 class CleanedMap:
@@ -95,14 +102,18 @@ class CleanedMap:
     values: np.ndarray
     min_voxels: float
 
-    def segment(self, threshold: float) -> np.ndarray:
-        """The segmentation at ``threshold`` (bool, the region's ``shape``): the values above it, without the small
-        clusters."""
+    def voxels(self, threshold: float) -> np.ndarray:
+        """The segmentation at ``threshold``, (n, 3) indices into a volume of the region's ``shape``: the values
+        above it, without the small clusters. Costs the comparison and the segmented voxels, not the volume."""
         region = self.region
-        out = np.zeros(region.shape, bool)
-        mask = np.zeros(region.allowed.shape, bool)
-        mask[region.allowed] = self.values > threshold
-        out[region.box] = without_small_components(mask, self.min_voxels) if self.min_voxels > 0 else mask
+        above = np.stack(np.unravel_index(region.allowed_index[self.values > threshold], region.allowed.shape), 1)
+        kept = large_clusters(above, self.min_voxels) if self.min_voxels > 0 else above
+        return kept + [s.start for s in region.box]
+
+    def segment(self, threshold: float) -> np.ndarray:
+        """The segmentation at ``threshold`` (bool, the region's ``shape``), see :meth:`voxels`."""
+        out = np.zeros(self.region.shape, bool)
+        out[tuple(self.voxels(threshold).T)] = True
         return out
 
 
@@ -132,9 +143,7 @@ def median_at(values: np.ndarray, spacing, at: np.ndarray) -> np.ndarray:
     offsets = window @ strides  # each neighbour's place relative to the window's first corner, in the flat volume
     needed = np.asarray(at, bool)
     if volume.numel() and float(volume.min()) >= 0:
-        size = [2 * r + 1 for r in reach]
-        nonzero = F.avg_pool3d((padded != 0).float()[None, None], size, stride=1)[0, 0] * len(offsets)
-        needed = needed & (nonzero.round() > len(offsets) // 2).numpy()
+        needed = needed & (nonzero_neighbours(padded.numpy(), reach) > len(offsets) // 2)
     corners = torch.from_numpy(np.argwhere(needed)) @ strides  # a voxel's window starts at its own index once padded
     flat, found = padded.reshape(-1), torch.empty(len(corners), dtype=torch.float32)
     for start in range(0, len(corners), MEDIAN_CHUNK):
@@ -143,6 +152,22 @@ def median_at(values: np.ndarray, spacing, at: np.ndarray) -> np.ndarray:
     out = np.zeros(int(np.count_nonzero(at)), np.float32)
     out[needed[np.asarray(at, bool)]] = found.numpy()
     return out
+
+
+def nonzero_neighbours(padded: np.ndarray, reach) -> np.ndarray:
+    """How many of each voxel's neighbours are nonzero (uint8), for a volume ``padded`` by ``reach`` (0 or 1 per
+    axis, see :func:`_neighbour_reach`) on each side; the unpadded shape. A box sum is three 1D sums, one per axis.
+
+    >>> nonzero_neighbours(np.pad(np.eye(3)[None], ((0, 0), (1, 1), (1, 1))), [0, 1, 1])[0].tolist()
+    [[2, 2, 1], [2, 3, 2], [1, 2, 2]]
+    """
+    count = (np.asarray(padded) != 0).view(np.uint8)
+    for axis, r in enumerate(reach):
+        if r:
+            shifted = [tuple(slice(k, count.shape[axis] - 2 + k) if a == axis else slice(None) for a in range(3))
+                       for k in range(3)]
+            count = count[shifted[0]] + count[shifted[1]] + count[shifted[2]]
+    return count
 
 
 def inner_brain(brain: np.ndarray, rim_mm: float, spacing) -> np.ndarray:
@@ -162,40 +187,45 @@ def inner_brain(brain: np.ndarray, rim_mm: float, spacing) -> np.ndarray:
 
 
 def without_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
-    """``mask`` without its 26-connected clusters of fewer than ``min_voxels`` voxels.
-
-    The mask's voxels are numbered (C order) and joined by an edge to each neighbour in the mask; every voxel points at
-    a voxel of its own cluster (itself at first). Each round, for every edge whose two ends point at different
-    voxels, the higher of the two is made to point at the lower (its smallest offer wins), then pointers are followed
-    to their ends. Pointers only go down and never leave a cluster, and a round joins every pair of neighbouring
-    trees, so after a few rounds (about the logarithm of the largest cluster's size) every cluster points at one
-    voxel, and the clusters are counted.
+    """``mask`` without its 26-connected clusters of fewer than ``min_voxels`` voxels (see :func:`large_clusters`).
 
     >>> m = np.zeros((1, 3, 7), bool); m[0, 0, :3] = True; m[0, 2, 6] = True
     >>> int(without_small_components(m, 2).sum())
     3
     """
     mask = np.asarray(mask, bool)
-    if not mask.any():
-        return mask
-    box = tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(mask))
-    padded = np.pad(mask[box], 1)  # every voxel of the mask has its 26 neighbours inside the array
-    voxels = np.flatnonzero(padded)
-    number = np.full(padded.size, -1, np.int64)
-    number[voxels] = np.arange(len(voxels))
-    steps = [int(np.dot(d, padded.strides)) // padded.itemsize
-             for d in itertools.product((-1, 0, 1), repeat=3) if d > (0, 0, 0)]  # 13: each edge once
-    ends = [(np.flatnonzero(n >= 0), n[n >= 0]) for n in (number[voxels + step] for step in steps)]
+    out = np.zeros_like(mask)
+    out[tuple(large_clusters(np.argwhere(mask), min_voxels).T)] = True
+    return out
+
+
+def large_clusters(voxels: np.ndarray, min_voxels: float) -> np.ndarray:
+    """The rows of ``voxels`` ((n, ndim) distinct indices) whose 26-connected cluster has ``min_voxels`` or more.
+
+    The voxels are numbered and each is joined by an edge to each neighbour among them; every voxel points at a voxel
+    of its own cluster (itself at first). Each round, for every edge whose two ends point at different voxels, the
+    higher of the two is made to point at the lower (its smallest offer wins), then pointers are followed to their
+    ends. Pointers only go down and never leave a cluster, and a round joins every pair of neighbouring trees, so
+    after a few rounds (about the logarithm of the largest cluster's size) every cluster points at one voxel, and
+    the clusters are counted.
+    """
+    voxels = np.asarray(voxels, np.int64)
+    if not len(voxels):
+        return voxels
+    low = voxels.min(axis=0) - 1
+    shape = tuple(voxels.max(axis=0) - low + 2)  # a margin: every voxel's neighbours lie in the box
+    flat = np.ravel_multi_index(tuple((voxels - low).T), shape)
+    number = np.full(int(np.prod(shape)), -1, np.int64)
+    number[flat] = np.arange(len(flat))
+    strides = np.cumprod((1,) + shape[:0:-1])[::-1]
+    steps = [int(np.dot(d, strides)) for d in itertools.product((-1, 0, 1), repeat=len(shape))
+             if d > (0,) * len(shape)]  # each edge once
+    ends = [(np.flatnonzero(n >= 0), n[n >= 0]) for n in (number[flat + step] for step in steps)]
     first, second = np.concatenate([a for a, _ in ends]), np.concatenate([b for _, b in ends])
-    points = np.arange(len(voxels))
+    points = np.arange(len(flat))
     while (apart := points[first] != points[second]).any():
         a, b = points[first[apart]], points[second[apart]]
         np.minimum.at(points, np.maximum(a, b), np.minimum(a, b))
         while not np.array_equal(followed := points[points], points):
             points = followed
-    kept = np.bincount(points, minlength=len(voxels))[points] >= min_voxels
-    inside = np.zeros(padded.size, bool)
-    inside[voxels[kept]] = True
-    out = np.zeros_like(mask)
-    out[box] = inside.reshape(padded.shape)[1:-1, 1:-1, 1:-1]
-    return out
+    return voxels[np.bincount(points, minlength=len(flat))[points] >= min_voxels]

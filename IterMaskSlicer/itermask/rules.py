@@ -62,15 +62,24 @@ class SegmentationRule:
                 "post": self.post.as_dict()}
 
 
-def only_hyperintense(anomaly_map: np.ndarray, z: np.ndarray, intensity_threshold: float) -> np.ndarray:
-    """The ``hyperintense`` map on the input grid: ``anomaly_map`` where the in-brain z-scored intensity ``z``
-    (:func:`itermask.normalize.iterative_zscore` of the scan, the map's shape) is above ``intensity_threshold``,
-    zero elsewhere; float32.
+def hyperintense_voxels(z: np.ndarray, intensity_threshold: float) -> np.ndarray:
+    """Where a scan is hyper-intense (bool, the shape of ``z``): its in-brain z-scored intensity ``z``
+    (:func:`itermask.normalize.iterative_zscore` of the scan) above ``intensity_threshold``.
 
-    >>> only_hyperintense(np.array([1.0, 2.0, 3.0]), np.array([0.5, 2.5, 3.0]), 2.0).tolist()
+    >>> hyperintense_voxels(np.array([0.5, 2.5, 3.0]), 2.0).tolist()
+    [False, True, True]
+    """
+    return np.asarray(z) > intensity_threshold
+
+
+def only_hyperintense(anomaly_map: np.ndarray, hyperintense: np.ndarray) -> np.ndarray:
+    """The ``hyperintense`` map on the input grid: ``anomaly_map`` at the :func:`hyperintense_voxels`
+    ``hyperintense`` (bool, the map's shape), zero elsewhere; float32.
+
+    >>> only_hyperintense(np.array([1.0, 2.0, 3.0]), np.array([False, True, True])).tolist()
     [0.0, 2.0, 3.0]
     """
-    return np.where(np.asarray(z) > intensity_threshold, anomaly_map, 0).astype(np.float32)
+    return np.where(hyperintense, anomaly_map, 0).astype(np.float32)
 
 
 def reconstruction_error(image: torch.Tensor, reconstruction: torch.Tensor, brain: torch.Tensor,

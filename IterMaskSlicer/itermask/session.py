@@ -20,7 +20,7 @@ from .policies import POLICIES, Phase, PolicyReport, Proposal
 from .preprocess import PreparedVolume, prepare_volume
 from .reconstruction import MAX_SEED, VolumeReconstructor, iteration_noise
 from .normalize import iterative_zscore
-from .rules import SegmentationRule, only_hyperintense, reconstruction_error
+from .rules import SegmentationRule, hyperintense_voxels, only_hyperintense, reconstruction_error
 from .thresholding import StopThreshold
 
 # A segmentation larger than this share of the brain is reported as a warning: no lesion a user would segment this
@@ -153,8 +153,8 @@ class Session:
         self.device = choose_device(device)
         self.prepared: PreparedVolume = prepare_volume(image, affine, brain_mask, model.metadata.grid,
                                                        model.grid_divisor)
-        # The ``hyperintense`` map needs the scan's own z-scored intensity on the input grid (kept: 4 bytes a voxel).
-        self._z = self._input_zscore(image) if self.rule.anomaly == "hyperintense" else None
+        # The ``hyperintense`` map needs the scan's own hyper-intense voxels on the input grid (kept: 1 byte a voxel).
+        self._hyperintense = self._hyperintense_voxels(image) if self.rule.anomaly == "hyperintense" else None
         model.to(self.device)
         self._reconstruct = VolumeReconstructor(model, self.prepared.image, self.prepared.brain, self.device)
         self.brain_voxels = int(self.prepared.brain.sum())
@@ -294,23 +294,25 @@ class Session:
                                     side=self.rule.side)
 
     def anomaly_map(self) -> np.ndarray:
-        """:meth:`model_grid_anomaly_map` on the input grid (float32), as :meth:`on_input_grid` completes it."""
-        return self.on_input_grid(self.prepared.map_to_input(self.model_grid_anomaly_map()))
+        """:meth:`model_grid_anomaly_map` on the input grid (float32): for ``hyperintense`` only where the scan is
+        (:func:`itermask.rules.only_hyperintense`); zero outside :meth:`input_support`."""
+        sampled = self.prepared.map_to_input(self.model_grid_anomaly_map())
+        return sampled if self._hyperintense is None else only_hyperintense(sampled, self._hyperintense)
 
-    def on_input_grid(self, sampled: np.ndarray) -> np.ndarray:
-        """The rule's anomaly map from :meth:`model_grid_anomaly_map` sampled on the input grid (i, j, k): itself,
-        or for ``hyperintense`` only where the scan is (:func:`itermask.rules.only_hyperintense`)."""
-        if self._z is None:
-            return sampled
-        return only_hyperintense(sampled, self._z, self.model.calibration.intensity_threshold)
+    def input_support(self) -> np.ndarray:
+        """(i, j, k) bool: the input voxels where :meth:`anomaly_map` can be nonzero: the brain, or for
+        ``hyperintense`` its hyper-intense voxels. The model-grid map sampled there alone, zero elsewhere, is the
+        whole map (the Slicer worker samples only those, a few per cent of the brain for ``hyperintense``)."""
+        brain = self.prepared.input_brain
+        return brain if self._hyperintense is None else brain & self._hyperintense
 
-    def _input_zscore(self, image: np.ndarray) -> np.ndarray:
+    def _hyperintense_voxels(self, image: np.ndarray) -> np.ndarray:
         if self.model.calibration.intensity_threshold is None:
             raise ItermaskError(f"{self.model.name} has no healthy-calibrated intensity threshold, which the "
                                 "hyperintense map needs")
         z = iterative_zscore(torch.from_numpy(np.asarray(image, np.float32)),
                              torch.from_numpy(self.prepared.input_brain))
-        return z.numpy()
+        return hyperintense_voxels(z.numpy(), self.model.calibration.intensity_threshold)
 
     def result(self, threshold: float | None = None) -> Result:
         """Anomaly map and segmentation of the current iteration, on the input grid."""
