@@ -31,6 +31,10 @@ def test_median_filter_is_scipys_3_voxel_median_and_skips_thick_slices(ms_patch)
     assert np.array_equal(median_filtered(z, spacing), ndimage.median_filter(z, 3, mode="nearest"))
     sparse = np.where(z > 1.5, z, 0).astype(np.float32)  # mostly zero, as a hyperintense map: most medians are zero
     assert np.array_equal(median_filtered(sparse, spacing), ndimage.median_filter(sparse, 3, mode="nearest"))
+    for thick_axis in range(3):  # the nonzero neighbours counted without the thick axis too
+        size, mm = [3, 3, 3], [1.0, 1.0, 1.0]
+        size[thick_axis], mm[thick_axis] = 1, 7.0
+        assert np.array_equal(median_filtered(sparse, mm), ndimage.median_filter(sparse, size, mode="nearest"))
 
 
 def test_small_clusters_are_dropped_exactly_as_26_connected_labelling_says(ms_patch):
