@@ -1,5 +1,6 @@
-"""A zipped DICOM series on the page: unpacked only inside the uploads folder and within the upload limit, read as the
-CLI reads a series, and its applied (and painted) result offered as a DICOM SEG of that series, in a real browser."""
+"""A DICOM series on the page, zipped or as a folder on the command line: unpacked only inside the uploads folder and
+within the upload limit, read as the CLI reads a series, and its applied (and painted) result offered as a DICOM SEG of
+that series, in a real browser."""
 from __future__ import annotations
 
 import io
@@ -89,7 +90,7 @@ def test_a_zip_without_exactly_one_volume_is_refused_naming_its_series(uploads, 
                  shared=shared)
     write_series(tmp_path / "two" / "b", block, geometry("coronal"), series_number=4, description="FLAIR cor",
                  shared=shared)
-    with pytest.raises(ItermaskError, match=r'two.zip holds 2 DICOM volumes \(3 "FLAIR"; 4 "FLAIR cor"\): zip the'):
+    with pytest.raises(ItermaskError, match=r'two.zip holds 2 DICOM volumes \(3 "FLAIR"; 4 "FLAIR cor"\): give the'):
         upload(uploads, "two.zip", zip_of_folder(tmp_path / "two"))
     uploads.limit_bytes = 20_000_000  # the real diffusion series unpacks to 12 MB
     with pytest.raises(ItermaskError, match=r'dwi.zip holds no DICOM volume IterMask can read \(series 4 '
@@ -97,7 +98,23 @@ def test_a_zip_without_exactly_one_volume_is_refused_naming_its_series(uploads, 
         upload(uploads, "dwi.zip", zip_of_folder(SIEMENS / "DWI"))
     with pytest.raises(ItermaskError, match="notes.zip holds no DICOM series"):
         upload(uploads, "notes.zip", zipped({"notes/readme.txt": b"no images here"}))
+    with pytest.raises(ItermaskError, match=r'two holds 2 DICOM volumes \(3 "FLAIR"; 4 "FLAIR cor"\)'):
+        uploads.dicom_folder(tmp_path / "two")  # the same, named on the command line
     assert list(uploads.folder.iterdir()) == []
+
+
+def test_a_folder_named_on_the_command_line_is_read_not_touched_and_its_volume_removed_once_opened(uploads, tmp_path):
+    block = np.asarray(nib.load(CSTAR).dataobj)[30:94, 40:112, 50:62].astype(np.int16)
+    write_series(tmp_path / "series", block, geometry("axial_supine"), series_number=3, description="FLAIR")
+    files = sorted((tmp_path / "series").rglob("*"))
+    scan = uploads.dicom_folder(tmp_path / "series")
+    assert scan.series is not None and uploads.folder in scan.path.parents
+    assert np.array_equal(read_volume(scan.path)[0], read_volume(tmp_path / "series")[0])
+    nifti = tmp_path / "own.nii.gz"
+    nifti.write_bytes(scan.path.read_bytes())
+    uploads.remove([scan, scan._replace(path=nifti)])  # a scan's own file, named on the command line, stays
+    assert list(uploads.folder.iterdir()) == [] and nifti.is_file()
+    assert sorted((tmp_path / "series").rglob("*")) == files
 
 
 def test_a_scan_not_read_from_dicom_has_no_dicom_seg():
@@ -110,6 +127,18 @@ def test_a_scan_not_read_from_dicom_has_no_dicom_seg():
 # --- in the browser ---------------------------------------------------------------------------------------------------
 pytest.importorskip("playwright")
 from web_browser import CHROMIUM, Page, chromium, served  # noqa: E402
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+def test_a_series_folder_on_the_command_line_opens_as_a_dicom_scan(tiny_model, tmp_path):
+    block = np.asarray(nib.load(CSTAR).dataobj)[:, :, 40:100].astype(np.int16)
+    write_series(tmp_path / "series", block, geometry("axial_supine"), series_number=7, description="FLAIR ax")
+    with served("--model", str(tiny_model), "--device", "cpu", str(tmp_path / "series")) as (url, _), \
+            chromium() as browser:
+        page = Page(browser, url).opened()
+        (volume,) = page.state("im_volumes")
+        assert volume["title"].startswith("7_FLAIR_ax")
+        page.press("im-initialize", until="s.im_ready && s.im_dicom")  # its SEG can be offered
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 import slicer
 from trame.app import TrameApp
@@ -313,10 +314,20 @@ class IterMaskPage(TrameApp):
     def _load_upload(self, parts: list[dict], size: int) -> None:
         self._check_idle()
         self.uploads.check_size(size)
-        scans = self.uploads.write(parts)
+        self.open_scans(self.uploads.write(parts))
+
+    def open_paths(self, paths, brain_mask=None) -> list:
+        """Scans named on the command line: volume files, or folders of a DICOM series (read as a zipped one is)."""
+        return self.open_scans([self.uploads.dicom_folder(Path(p)) if Path(p).is_dir() else files.Scan(Path(p))
+                                for p in paths], brain_mask)
+
+    def open_scans(self, scans: list, brain_mask=None) -> list:
+        """:class:`.files.Scan` s into the scene (the DICOM series each was read from kept for its SEG); the files
+        written for them are deleted once read. Their volume nodes."""
         try:
-            volumes = self.load_files([scan.path for scan in scans])
+            volumes = self.load_files([scan.path for scan in scans], brain_mask)
             self.dicom_series.update({v.GetID(): scan.series for v, scan in zip(volumes, scans) if scan.series})
+            return volumes
         finally:
             self.uploads.remove(scans)
 

@@ -11,14 +11,17 @@ def _cmd_web(args) -> int:
         import trame_slicer  # noqa: F401
     except ImportError:
         raise ItermaskError('the web page needs its extra: pip install "itermask-slicer[web]"') from None
-    for path in [*args.scans, *([args.brain_mask] if args.brain_mask else []), *args.model]:
+    for path in args.scans:
+        if not Path(path).exists():
+            raise ItermaskError(f"{path} does not exist")
+    for path in [*([args.brain_mask] if args.brain_mask else []), *args.model]:
         if not Path(path).is_file():
             raise ItermaskError(f"{path} is not a file")
     from .app import IterMaskPage
 
     page = IterMaskPage(models=args.model, upload_limit_mb=args.max_upload_mb, device=args.device)
     if args.scans:
-        page.load_files(args.scans, brain_mask=args.brain_mask)
+        page.open_paths(args.scans, brain_mask=args.brain_mask)
     where = f"http://{'localhost' if args.host in ('127.0.0.1', 'localhost') else args.host}:{args.port}/"
     page.server.controller.on_server_ready.add(lambda **_: print(f"IterMask is served at {where} (open it in a "
                                                                  "browser; Ctrl+C stops the server)", flush=True))
@@ -30,7 +33,8 @@ def _cmd_web(args) -> int:
 def register(subparsers) -> None:
     """Add ``web`` to the ``itermask`` command line."""
     p = subparsers.add_parser("web", help="serve the interactive IterMask page (the Slicer module in a browser)")
-    p.add_argument("scans", nargs="*", metavar="SCAN", help="scans to open (.nii.gz, .nrrd); or upload them in the page")
+    p.add_argument("scans", nargs="*", metavar="SCAN", help="scans to open (.nii.gz, .nrrd, or a folder of a DICOM series); or upload them "
+                   "in the page")
     p.add_argument("--brain-mask", metavar="MASK", help="brain mask of the first scan (default: its non-zero region)")
     p.add_argument("--model", action="append", default=[], metavar="BUNDLE",
                    help="a model bundle to offer besides the bundled ones (repeatable)")

@@ -1,4 +1,5 @@
-"""DICOM on the page: a zipped series in (read by :mod:`itermask.dicom`, as the CLI reads a folder), its result out as
+"""DICOM on the page: a series in, zipped or as a folder on the command line (read by :mod:`itermask.dicom`, as the
+CLI reads a folder), its result out as
 a DICOM SEG written by :func:`itermask.dicom_seg.write_dicom_seg`, the CLI's writer.
 
 The page opens the series' volume as a NIfTI file (Slicer's volume reader keeps its grid) and keeps the series'
@@ -18,18 +19,19 @@ from IterMaskSlicerLib import nodes
 from .files import Scan
 
 
-def volume_of_zip(unpacked: Path, name: str, folder: Path) -> Scan:
-    """The one series of the unpacked zip ``name`` that is a 3D volume, as ``folder/<series name>.nii.gz``; a
-    one-line error if there is none (saying why each series is not one) or several (listing them)."""
+def volume_of_series(source: Path, name: str, folder: Path) -> Scan:
+    """The one series under ``source`` (an unpacked zip, or a folder named on the command line: shown as ``name``)
+    that is a 3D volume, as ``folder/<series name>.nii.gz``; a one-line error if there is none (saying why each series
+    is not one) or several (listing them)."""
     volumes, refused = [], []
-    for series in find_series(unpacked):
+    for series in find_series(source):
         try:
             volumes.append((series, *read_series(series)))
         except ItermaskError as exc:
             refused.append(f'{series.number} "{series.description}": {exc}')
     if len(volumes) > 1:
         listed = "; ".join(f'{s.number} "{s.description}"' for s, _, _ in volumes)
-        raise ItermaskError(f"{name} holds {len(volumes)} DICOM volumes ({listed}): zip the files of one series")
+        raise ItermaskError(f"{name} holds {len(volumes)} DICOM volumes ({listed}): give the files of one series")
     if not volumes:
         raise ItermaskError(f"{name} holds no DICOM volume IterMask can read (series {'; '.join(refused)})"
                             if refused else f"{name} holds no DICOM series")

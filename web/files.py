@@ -118,19 +118,33 @@ class Uploads:
         if not name.lower().endswith(".zip"):
             (folder / name).write_bytes(content)
             return Scan(folder / name)
-        from .dicom import volume_of_zip
+        from .dicom import volume_of_series
 
         unpacked = folder / "unpacked"
         try:
             unzip(content, name, unpacked, self.limit_bytes)
-            return volume_of_zip(unpacked, name, folder)
+            return volume_of_series(unpacked, name, folder)
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
 
+    def dicom_folder(self, source: Path) -> Scan:
+        """A folder of a DICOM series named on the command line, as the NIfTI of its volume in the private folder
+        (the source is only read); :meth:`remove` it once opened."""
+        from .dicom import volume_of_series
+
+        folder = Path(tempfile.mkdtemp(dir=self.folder))
+        try:
+            return volume_of_series(source, str(source), folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
     def remove(self, scans: list[Scan]) -> None:
-        """Delete uploaded files (and their folders) once the scene holds them."""
+        """Delete the files this class wrote for ``scans`` (and their folders) once the scene holds them; a scan's
+        own file (named on the command line) stays."""
         for scan in scans:
-            shutil.rmtree(scan.path.parent, ignore_errors=True)
+            if self.folder in scan.path.parents:
+                shutil.rmtree(scan.path.parent, ignore_errors=True)
 
     def close(self) -> None:
         self._folder.cleanup()
