@@ -33,8 +33,8 @@ def _cmd_web(args) -> int:
 def register(subparsers) -> None:
     """Add ``web`` to the ``itermask`` command line."""
     p = subparsers.add_parser("web", help="serve the interactive IterMask page (the Slicer module in a browser)")
-    p.add_argument("scans", nargs="*", metavar="SCAN", help="scans to open (.nii.gz, .nrrd, or a folder of a DICOM series); or upload them "
-                   "in the page")
+    p.add_argument("scans", nargs="*", metavar="SCAN",
+                   help="scans to open (.nii.gz, .nrrd, or a folder of a DICOM series); or upload them in the page")
     p.add_argument("--brain-mask", metavar="MASK", help="brain mask of the first scan (default: its non-zero region)")
     p.add_argument("--model", action="append", default=[], metavar="BUNDLE",
                    help="a model bundle to offer besides the bundled ones (repeatable)")

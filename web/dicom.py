@@ -1,6 +1,6 @@
 """DICOM on the page: a series in, zipped or as a folder on the command line (read by :mod:`itermask.dicom`, as the
-CLI reads a folder), its result out as
-a DICOM SEG written by :func:`itermask.dicom_seg.write_dicom_seg`, the CLI's writer.
+CLI reads a folder), its result out as a DICOM SEG written by :func:`itermask.dicom_seg.write_dicom_seg`, the CLI's
+writer.
 
 The page opens the series' volume as a NIfTI file (Slicer's volume reader keeps its grid) and keeps the series'
 headers, which the SEG copies and references; the unpacked files are deleted once read.

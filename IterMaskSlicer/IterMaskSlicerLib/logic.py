@@ -126,8 +126,9 @@ class IterMaskLogic:
 
     def poll(self, budget: float = POLL_SLICE) -> dict | None:
         """Show what has arrived, for about ``budget`` seconds or until the views have their new content (the
-        caller draws them then); returns the final reply once the command is over and all of it is shown, else None. A cancelled or failed run, or a worker that died, leaves session and scene as
-        they were before the command (the failure is raised)."""
+        caller draws them then); returns the final reply once the command is over and all of it is shown, else None.
+        A cancelled or failed run, or a worker that died, leaves session and scene as they were before the command
+        (the failure is raised)."""
         deadline = time.perf_counter() + budget
         if self._showing is None:
             request = self.driver.request

@@ -99,14 +99,11 @@ class OutputNodes:
         for n in range(self.sequence.GetNumberOfDataNodes() - 1, -1, -1):
             if int(self.sequence.GetNthIndexValue(n)) >= count:
                 self.sequence.RemoveDataNodeAtValue(self.sequence.GetNthIndexValue(n))
-        shape = slicer.util.arrayFromVolume(self.volume).shape
         for index in range(self.sequence.GetNumberOfDataNodes(), count):
             empty = slicer.vtkMRMLLabelMapVolumeNode()
             empty.CopyOrientation(self.volume)
             item = self.sequence.SetDataNodeAtValue(empty, str(index))  # a copy: filling it spares a second one
-            voxels = np.zeros(shape, np.uint8)
-            cache.write_into(voxels, cache.mask_values(index))
-            slicer.util.updateVolumeFromArray(item, voxels)
+            slicer.util.updateVolumeFromArray(item, cache.volume(cache.mask_values(index).view(np.uint8)))
             yield
         if self.sequence.GetNumberOfDataNodes() and self.browser.GetProxyNode(self.sequence) is None:
             slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(self.browser)  # what the browser plays

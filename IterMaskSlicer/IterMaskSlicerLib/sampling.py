@@ -35,9 +35,8 @@ class BrainVoxels:
         # For :meth:`near`: each voxel's lowest model-grid corner (a flat (z, y, x) index), and the voxels grouped by
         # the axes along which they lie within rounding of a grid plane, where grid_sample may read one corner
         # further. A point (x, y, z) in [-1, 1] reads the volume's axes (0, 1, 2) at (point + 1) / 2 · (size − 1).
-        self.shape = tuple(prepared.image.shape)
         self.lowest, on_plane = torch.zeros(self.count, dtype=torch.long), torch.zeros(self.count, dtype=torch.long)
-        for axis, size in enumerate(self.shape):
+        for axis, size in enumerate(prepared.image.shape):
             at = (self.points[:, axis].double() + 1) / 2 * (size - 1)
             low = torch.floor(at - ROUNDING).clamp(0, size - 1)
             self.lowest = self.lowest * size + low.long()
@@ -53,11 +52,11 @@ class BrainVoxels:
         return F.grid_sample(source, points[None, None, None], mode="bilinear", padding_mode="zeros",
                              align_corners=True)[0, 0, 0, 0].numpy()
 
-    def input_volume(self, values: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """An (i, j, k) float32 volume of the input grid, as the core holds its arrays, with ``values`` at the voxels
-        ``at`` (bool, one per voxel) and zero elsewhere."""
+    def input_volume(self, values: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """An (i, j, k) float32 volume of the input grid, as the core holds its arrays, with ``values`` at every
+        voxel or at those of ``at`` (bool, one per voxel), and zero elsewhere."""
         out = np.zeros(self.brain_kji.shape[::-1], np.float32)
-        out.reshape(-1)[self._flat_ijk[at]] = values
+        out.reshape(-1)[self._flat_ijk if at is None else self._flat_ijk[at]] = values
         return out
 
     def ordinals(self, ijk: np.ndarray) -> np.ndarray:
@@ -105,7 +104,7 @@ class MaskSampler:
 
     def sample(self, mask: torch.Tensor) -> np.ndarray:
         """``mask`` ((z, y, x) bool on the model grid) at the brain's voxels."""
-        if self._last is None or self._last[0].shape != mask.shape:
+        if self._last is None:
             inside = self.voxels.values(mask) >= 0.5
         else:
             before, inside = self._last

@@ -100,7 +100,7 @@ class Worker:
         self.session: itermask.Session | None = None
         self.voxels: BrainVoxels | None = None
         self.masks: MaskSampler | None = None
-        self.support: np.ndarray | None = None  # the brain's voxels where the shown map can be nonzero
+        self.support: np.ndarray | None = None  # the brain's voxels where the shown map can be nonzero (None: all)
         self.cleaned: CleanedMap | None = None  # the shown map, ready to be thresholded under the bundle's clean-up
         self.region: SegmentableRegion | None = None  # where that clean-up lets a segmentation lie (the brain's)
         self.models: dict[str, itermask.ModelBundle] = {}
@@ -131,8 +131,10 @@ class Worker:
             return
         masks = [self.masks.sample(it.mask) for it in session.iterations[computed:]]
         supported = self.voxels.values(session.model_grid_anomaly_map(), self.support)
-        shown = np.zeros(self.voxels.count, np.float32)  # session.anomaly_map's values, zero outside the support
-        shown[self.support] = supported
+        shown = supported  # session.anomaly_map's values at the brain's voxels: zero outside the support
+        if self.support is not None:
+            shown = np.zeros(self.voxels.count, np.float32)
+            shown[self.support] = supported
         self.cleaned = session.rule.post.prepare(self.voxels.input_volume(supported, self.support), self.region,
                                                  voxel_spacing(session.prepared.input_affine))
         arrays = {"map": self._write("map", shown), "segmentation": self.segmentation()}
@@ -179,7 +181,8 @@ class Worker:
         prepared = self.session.prepared
         self.voxels, self.cleaned = BrainVoxels(prepared), None
         self.masks = MaskSampler(self.voxels)
-        self.support = self.session.input_support().T[self.voxels.brain_kji]  # where the map can be nonzero
+        support = self.session.input_support().T[self.voxels.brain_kji]
+        self.support = None if support.all() else support
         self.region = self.session.rule.post.region(prepared.input_brain, voxel_spacing(prepared.input_affine))
         model = self.session.model
         self.reply(request, "done", arrays={"brain": self._write("brain", self.voxels.brain_kji.astype(np.uint8))},

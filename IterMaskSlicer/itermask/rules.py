@@ -85,8 +85,8 @@ def only_hyperintense(anomaly_map: np.ndarray, hyperintense: np.ndarray) -> np.n
 def reconstruction_error(image: torch.Tensor, reconstruction: torch.Tensor, brain: torch.Tensor,
                          side: str = "squared") -> torch.Tensor:
     """``(x' − x)²`` inside the brain, zero outside, float32 (any shape, all three alike); ``side`` (``squared``,
-    or a rule's :attr:`SegmentationRule.side`) ``bright``: only where the image is above its reconstruction, ``max(x − x', 0)²``;
-    ``dark``: only where it is below. Computed in float64 and capped at float32's largest
+    or a rule's :attr:`SegmentationRule.side`) ``bright``: only where the image is above its reconstruction,
+    ``max(x − x', 0)²``; ``dark``: only where it is below. Computed in float64 and capped at float32's largest
     value, so a wild reconstruction gives a huge error rather than infinity (whose map would turn into NaN).
 
     >>> x, recon, brain = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]), torch.ones(3, dtype=bool)
